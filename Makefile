@@ -1,0 +1,38 @@
+# vballoon front door. Thin: every target calls a script in scripts/.
+# When invoked by kbuild (KERNELRELEASE set), Kbuild does the work instead.
+ifneq ($(KERNELRELEASE),)
+include $(src)/Kbuild
+else
+
+.PHONY: all setup kernel kernel-debug module test test-debug demo bench clean fmt clippy
+
+all: module
+
+setup:
+	bash scripts/setup.sh
+
+kernel: setup
+	bash scripts/kernel.sh guest
+
+kernel-debug: setup
+	bash scripts/kernel.sh debug
+
+# KDIR= overrides the kernel build tree (any CONFIG_RUST build made with the same rustc).
+module: setup
+	bash scripts/module.sh $(if $(KDIR),--kdir $(KDIR))
+
+test:
+	bash scripts/test.sh guest
+
+test-debug:
+	bash scripts/test.sh debug
+
+demo:
+	bash scripts/demo.sh
+
+clippy:
+	bash scripts/module.sh --clippy
+
+clean:
+	rm -rf build target
+endif

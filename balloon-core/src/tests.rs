@@ -1,0 +1,222 @@
+//! Unit tests of the balloon logic, with the edge cases the C driver got wrong over the years.
+
+use crate::balloon::features::*;
+use crate::balloon::pfn::*;
+use crate::balloon::target::*;
+
+const G4K: u32 = 12;
+const G64K: u32 = 16;
+
+fn geo(shift: u32) -> PageGeometry {
+    PageGeometry::new(shift).expect("usable geometry")
+}
+
+fn wire_pfns(b: &PfnBatch) -> Vec<u32> {
+    b.wire().chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+#[test]
+fn pfns_per_page_for_common_and_odd_page_sizes() {
+    assert_eq!(pfns_per_page(G4K), Some(1));
+    assert_eq!(pfns_per_page(14), Some(4)); // 16 KiB
+    assert_eq!(pfns_per_page(G64K), Some(16));
+    assert_eq!(pfns_per_page(20), Some(256)); // 1 MiB: exactly one buffer
+    assert_eq!(pfns_per_page(21), None); // 2 MiB would overflow a buffer (bug class 12)
+    assert_eq!(pfns_per_page(11), None); // below the balloon page size
+    assert_eq!(pfns_per_page(63), None);
+}
+
+#[test]
+fn geometry_unit_conversions() {
+    let g = geo(G64K);
+    assert_eq!(g.page_bytes(), 65536);
+    assert_eq!(g.pages_per_buffer(), 16);
+    assert_eq!(g.pages_to_units(3), 48);
+    assert_eq!(g.units_to_pages_up(0), 0);
+    assert_eq!(g.units_to_pages_up(1), 1);
+    assert_eq!(g.units_to_pages_up(16), 1);
+    assert_eq!(g.units_to_pages_up(17), 2);
+    assert_eq!(geo(G4K).pages_per_buffer(), 256);
+    assert_eq!(g.pages_to_units(u64::MAX), u64::MAX); // saturates, never wraps
+}
+
+#[test]
+fn first_pfn_4k_and_64k() {
+    assert_eq!(geo(G4K).first_pfn(0), Ok(0));
+    assert_eq!(geo(G4K).first_pfn(12345), Ok(12345));
+    assert_eq!(geo(G64K).first_pfn(5), Ok(80));
+}
+
+#[test]
+fn pfn_at_or_above_2_pow_32_is_refused_not_truncated() {
+    let g = geo(G4K);
+    assert_eq!(g.first_pfn((1 << 32) - 1), Ok(u32::MAX));
+    assert_eq!(g.first_pfn(1 << 32), Err(PfnError::TooHigh));
+    assert_eq!(g.first_pfn(u64::MAX), Err(PfnError::TooHigh));
+    let g = geo(G64K);
+    // The last 4 KiB frame of guest page 2^28 - 1 is 2^32 - 1: still fits.
+    assert_eq!(g.first_pfn((1 << 28) - 1), Ok(u32::MAX - 15));
+    assert_eq!(g.first_pfn(1 << 28), Err(PfnError::TooHigh));
+    assert_eq!(g.first_pfn(u64::MAX >> 4), Err(PfnError::TooHigh));
+}
+
+#[test]
+fn empty_batch_has_no_wire_bytes() {
+    let b = PfnBatch::new(geo(G4K));
+    assert!(b.is_empty());
+    assert_eq!(b.len(), 0);
+    assert_eq!(b.pages(), 0);
+    assert!(b.wire().is_empty());
+    assert!(!b.is_full());
+}
+
+#[test]
+fn batch_4k_fills_to_exactly_256_pfns() {
+    let mut b = PfnBatch::new(geo(G4K));
+    for i in 0..256u64 {
+        assert_eq!(b.push_page(1000 + i), Ok(()));
+    }
+    assert!(b.is_full());
+    assert_eq!(b.push_page(9), Err(PfnError::Full));
+    assert_eq!(b.len(), 256);
+    assert_eq!(b.wire().len(), 1024);
+    let pfns = wire_pfns(&b);
+    assert_eq!(pfns[0], 1000);
+    assert_eq!(pfns[255], 1255);
+    b.clear();
+    assert!(b.is_empty());
+}
+
+#[test]
+fn batch_wire_is_little_endian_without_padding() {
+    let mut b = PfnBatch::new(geo(G4K));
+    b.push_page(0x0102_0304).unwrap();
+    b.push_page(0xA0B0_C0D0).unwrap();
+    assert_eq!(b.wire(), &[0x04, 0x03, 0x02, 0x01, 0xD0, 0xC0, 0xB0, 0xA0]);
+}
+
+#[test]
+fn batch_64k_pages_take_16_consecutive_pfns_and_16_fit() {
+    // The 2017 off-by-one wrote past the array and hit guest page 0; here a 64 KiB guest page
+    // is exactly 16 consecutive PFNs, and the 17th page is refused whole.
+    let mut b = PfnBatch::new(geo(G64K));
+    b.push_page(0).unwrap();
+    assert_eq!(wire_pfns(&b), (0..16).collect::<Vec<u32>>());
+    for p in 1..16u64 {
+        b.push_page(p * 7).unwrap();
+    }
+    assert!(b.is_full());
+    assert_eq!(b.pages(), 16);
+    assert_eq!(b.push_page(3), Err(PfnError::Full));
+    assert_eq!(b.len(), 256);
+    let pfns = wire_pfns(&b);
+    assert_eq!(&pfns[16..32], &(7 * 16..8 * 16).collect::<Vec<u32>>()[..]);
+}
+
+#[test]
+fn too_high_page_leaves_batch_unchanged() {
+    let mut b = PfnBatch::new(geo(G64K));
+    b.push_page(1).unwrap();
+    let before = b.wire().to_vec();
+    assert_eq!(b.push_page(1 << 28), Err(PfnError::TooHigh));
+    assert_eq!(b.wire(), &before[..]);
+    assert_eq!(b.pages(), 1);
+}
+
+fn room(available_mib: u64, floor_mib: u64) -> Headroom {
+    Headroom { available_bytes: available_mib << 20, floor_bytes: floor_mib << 20 }
+}
+
+#[test]
+fn target_rounds_up_to_whole_guest_pages() {
+    let g = geo(G64K);
+    assert_eq!(target_pages(&g, 0), 0);
+    assert_eq!(target_pages(&g, 1), 1);
+    assert_eq!(target_pages(&g, 17), 2);
+    assert_eq!(target_pages(&geo(G4K), 17), 17);
+    assert_eq!(target_pages(&geo(G4K), u32::MAX), u64::from(u32::MAX));
+}
+
+#[test]
+fn actual_is_in_4k_units_and_saturates() {
+    assert_eq!(actual_units(&geo(G64K), 2), 32);
+    assert_eq!(actual_units(&geo(G4K), 262_144), 262_144);
+    assert_eq!(actual_units(&geo(G64K), 1 << 40), u32::MAX);
+}
+
+#[test]
+fn inflate_is_capped_by_step_size() {
+    let g = geo(G4K);
+    assert_eq!(next_step(&g, 262_144, 0, room(2048, 64), 2048), Step::Inflate(2048));
+    assert_eq!(next_step(&g, 100, 0, room(2048, 64), 2048), Step::Inflate(100));
+    assert_eq!(next_step(&g, 100, 99, room(2048, 64), 2048), Step::Inflate(1));
+}
+
+#[test]
+fn inflate_stops_at_floor() {
+    let g = geo(G4K);
+    // 10 MiB above the floor: at most 2560 pages, whatever the host asks.
+    assert_eq!(next_step(&g, u32::MAX, 0, room(74, 64), 1 << 20), Step::Inflate(2560));
+    assert_eq!(next_step(&g, u32::MAX, 0, room(64, 64), 2048), Step::AtFloor);
+    assert_eq!(next_step(&g, u32::MAX, 0, room(10, 64), 2048), Step::AtFloor);
+    // A partial guest page of headroom is no headroom.
+    let g = geo(G64K);
+    let h = Headroom { available_bytes: (64 << 20) + 65535, floor_bytes: 64 << 20 };
+    assert_eq!(next_step(&g, 1000, 0, h, 2048), Step::AtFloor);
+}
+
+#[test]
+fn target_above_guest_ram_is_bounded_by_headroom() {
+    // A 2 GiB guest told to keep 16 MiB: the balloon takes what is above the floor, no more.
+    let g = geo(G4K);
+    let target_units = ((2048 - 16) << 20) / 4096;
+    let mut held = 0u64;
+    let mut available = 1900u64 << 20;
+    loop {
+        let h = Headroom { available_bytes: available, floor_bytes: 64 << 20 };
+        match next_step(&g, target_units, held, h, 2048) {
+            Step::Inflate(n) => {
+                held += n as u64;
+                available -= (n as u64) * 4096;
+            }
+            Step::AtFloor => break,
+            s => panic!("unexpected {s:?}"),
+        }
+    }
+    assert_eq!(available, 64 << 20);
+    assert_eq!(held, (1900 - 64) << 8);
+}
+
+#[test]
+fn deflate_and_done() {
+    let g = geo(G4K);
+    assert_eq!(next_step(&g, 0, 5000, room(0, 64), 2048), Step::Deflate(2048));
+    assert_eq!(next_step(&g, 4000, 5000, room(0, 64), 2048), Step::Deflate(1000));
+    assert_eq!(next_step(&g, 5000, 5000, room(0, 64), 2048), Step::Done);
+    // Deflating ignores the floor: giving memory back is always allowed.
+    assert_eq!(next_step(&g, 0, 1, room(0, 1 << 30), 2048), Step::Deflate(1));
+    // 64 KiB pages: target 17 units = 2 pages.
+    assert_eq!(next_step(&geo(G64K), 17, 3, room(0, 0), 16), Step::Deflate(1));
+    assert_eq!(next_step(&geo(G64K), 17, 2, room(0, 0), 16), Step::Done);
+}
+
+#[test]
+fn queue_map_is_dense_like_linux() {
+    let all = QueueMap::new(|_| true);
+    assert_eq!(all.count(), 5);
+    assert_eq!(all.index(Queue::Reporting), Some(4));
+    let none = QueueMap::new(|_| false);
+    assert_eq!(none.count(), 2);
+    assert_eq!(none.index(Queue::Inflate), Some(0));
+    assert_eq!(none.index(Queue::Deflate), Some(1));
+    assert_eq!(none.index(Queue::Stats), None);
+    // Stats off, reporting on: reporting is queue 2, not 4 (bug class 10).
+    let rep = QueueMap::new(|b| b == F_REPORTING);
+    assert_eq!(rep.count(), 3);
+    assert_eq!(rep.index(Queue::Reporting), Some(2));
+    assert_eq!(rep.queue(2), Some(Queue::Reporting));
+    let hint = QueueMap::new(|b| b == F_FREE_PAGE_HINT || b == F_REPORTING);
+    assert_eq!(hint.index(Queue::FreePage), Some(2));
+    assert_eq!(hint.index(Queue::Reporting), Some(3));
+    assert_eq!(hint.queue(4), None);
+}

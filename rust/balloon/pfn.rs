@@ -1,0 +1,167 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Balloon page frame numbers and the batches they travel in.
+//!
+//! The virtio balloon speaks in 4 KiB page frames whatever the guest's `PAGE_SIZE` is: one guest
+//! page is `PAGE_SIZE / 4096` consecutive balloon PFNs. PFNs are 32 bits wide on the wire, so a
+//! page at or above 16 TiB cannot be described; it is refused, never truncated.
+
+/// log2 of the balloon's page size (4 KiB), fixed by the virtio spec.
+pub(crate) const BALLOON_PAGE_SHIFT: u32 = 12;
+
+/// Most PFNs one inflate/deflate buffer carries (1 MiB of 4 KiB pages). Firecracker and
+/// cloud-hypervisor skip descriptors with more, so this is a hard upper bound.
+pub(crate) const MAX_PFNS_PER_BUFFER: usize = 256;
+
+/// Balloon (4 KiB) pages per guest page, for a guest page size of `1 << page_shift`.
+///
+/// Returns `None` for page sizes below 4 KiB or so large that one guest page would not fit in a
+/// single buffer (the 2017 64 KiB-page overflow class, rejected up front instead).
+pub(crate) const fn pfns_per_page(page_shift: u32) -> Option<usize> {
+    if page_shift < BALLOON_PAGE_SHIFT || page_shift - BALLOON_PAGE_SHIFT > 8 {
+        return None;
+    }
+    let n = 1usize << (page_shift - BALLOON_PAGE_SHIFT);
+    if n > MAX_PFNS_PER_BUFFER {
+        None
+    } else {
+        Some(n)
+    }
+}
+
+/// Why a page cannot go into a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PfnError {
+    /// The page's 4 KiB frame number does not fit in 32 bits (page above 16 TiB).
+    TooHigh,
+    /// The batch has no room for one more guest page.
+    Full,
+}
+
+/// A guest page size the balloon can work with.
+///
+/// # Invariants
+///
+/// `per_page` is `pfns_per_page(shift)` and is at least 1 and at most [`MAX_PFNS_PER_BUFFER`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PageGeometry {
+    shift: u32,
+    per_page: usize,
+}
+
+impl PageGeometry {
+    /// Geometry for guest pages of `1 << shift` bytes, if the balloon can use such pages.
+    pub(crate) const fn new(shift: u32) -> Option<Self> {
+        match pfns_per_page(shift) {
+            Some(per_page) => Some(Self { shift, per_page }),
+            None => None,
+        }
+    }
+
+    /// Balloon PFNs per guest page.
+    pub(crate) const fn pfns_per_page(&self) -> usize {
+        self.per_page
+    }
+
+    /// Guest page size in bytes.
+    pub(crate) const fn page_bytes(&self) -> u64 {
+        1u64 << self.shift
+    }
+
+    /// Guest pages that fit whole in one buffer.
+    pub(crate) const fn pages_per_buffer(&self) -> usize {
+        MAX_PFNS_PER_BUFFER / self.per_page
+    }
+
+    /// Balloon (4 KiB) units in `pages` guest pages.
+    pub(crate) const fn pages_to_units(&self, pages: u64) -> u64 {
+        pages.saturating_mul(self.per_page as u64)
+    }
+
+    /// Whole guest pages in `units` balloon units, rounding up (the C driver's `ALIGN`).
+    pub(crate) const fn units_to_pages_up(&self, units: u64) -> u64 {
+        units.div_ceil(self.per_page as u64)
+    }
+
+    /// First balloon PFN of the guest page with frame number `guest_pfn`.
+    pub(crate) fn first_pfn(&self, guest_pfn: u64) -> Result<u32, PfnError> {
+        let shift = self.shift - BALLOON_PAGE_SHIFT;
+        let last = guest_pfn
+            .checked_add(1)
+            .and_then(|n| n.checked_shl(shift))
+            .and_then(|n| n.checked_sub(1))
+            .filter(|n| n >> shift == guest_pfn)
+            .ok_or(PfnError::TooHigh)?;
+        u32::try_from(last).map_err(|_| PfnError::TooHigh)?;
+        // `last` fits in 32 bits and `first <= last`, so this cannot fail.
+        u32::try_from(guest_pfn << shift).map_err(|_| PfnError::TooHigh)
+    }
+}
+
+/// Bytes of one full buffer on the wire.
+pub(crate) const MAX_BUFFER_BYTES: usize = MAX_PFNS_PER_BUFFER * 4;
+
+/// The PFN array of one inflate or deflate buffer, as the bytes that go on the wire.
+///
+/// # Invariants
+///
+/// `len <= MAX_PFNS_PER_BUFFER`, `len` is a multiple of the geometry's PFNs per page, and
+/// `wire[..4 * len]` holds the little-endian encodings of the PFNs pushed since the last `clear`.
+pub(crate) struct PfnBatch {
+    geometry: PageGeometry,
+    len: usize,
+    wire: [u8; MAX_BUFFER_BYTES],
+}
+
+impl PfnBatch {
+    /// An empty batch for pages of the given geometry.
+    pub(crate) const fn new(geometry: PageGeometry) -> Self {
+        Self { geometry, len: 0, wire: [0; MAX_BUFFER_BYTES] }
+    }
+
+    /// Adds every balloon PFN of guest page `guest_pfn`, or nothing at all on error.
+    pub(crate) fn push_page(&mut self, guest_pfn: u64) -> Result<(), PfnError> {
+        let n = self.geometry.pfns_per_page();
+        if self.len + n > MAX_PFNS_PER_BUFFER {
+            return Err(PfnError::Full);
+        }
+        let first = self.geometry.first_pfn(guest_pfn)?;
+        let bytes = &mut self.wire[4 * self.len..4 * (self.len + n)];
+        for (i, slot) in bytes.chunks_exact_mut(4).enumerate() {
+            // `first_pfn` checked that the page's last PFN fits in 32 bits.
+            slot.copy_from_slice(&first.wrapping_add(i as u32).to_le_bytes());
+        }
+        self.len += n;
+        Ok(())
+    }
+
+    /// Guest pages in the batch.
+    pub(crate) fn pages(&self) -> usize {
+        self.len / self.geometry.pfns_per_page()
+    }
+
+    /// Balloon PFNs in the batch.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when no page is in the batch.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// True when one more guest page would not fit.
+    pub(crate) fn is_full(&self) -> bool {
+        self.len + self.geometry.pfns_per_page() > MAX_PFNS_PER_BUFFER
+    }
+
+    /// Empties the batch.
+    pub(crate) fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// The wire form of the batch: `len()` little-endian 32-bit PFNs, nothing more.
+    pub(crate) fn wire(&self) -> &[u8] {
+        &self.wire[..4 * self.len]
+    }
+}

@@ -1,0 +1,73 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Target arithmetic: from the host's `num_pages` and what the balloon holds to the next step.
+
+use super::pfn::PageGeometry;
+
+/// What the resize worker should do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Take this many more guest pages (at most one buffer's worth).
+    Inflate(usize),
+    /// Give back this many guest pages (at most one buffer's worth).
+    Deflate(usize),
+    /// The host wants more, but the guest is at its memory floor: hold still and retry later.
+    AtFloor,
+    /// The balloon holds exactly the host's target.
+    Done,
+}
+
+/// What the guest can spare right now, sampled by the driver before each inflate batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Headroom {
+    /// Memory the guest could still hand out without swapping (`MemAvailable`), in bytes.
+    pub(crate) available_bytes: u64,
+    /// The floor the balloon never pushes `available_bytes` below, in bytes.
+    pub(crate) floor_bytes: u64,
+}
+
+impl Headroom {
+    /// Guest pages the balloon may still take before `available` reaches the floor.
+    pub(crate) fn spare_pages(&self, geometry: &PageGeometry) -> u64 {
+        self.available_bytes.saturating_sub(self.floor_bytes) / geometry.page_bytes()
+    }
+}
+
+/// The host's target in whole guest pages: `num_pages` is in 4 KiB units and is rounded up to
+/// whole guest pages, as the C driver does, so `actual` is always a whole number of guest pages.
+pub(crate) fn target_pages(geometry: &PageGeometry, num_pages: u32) -> u64 {
+    geometry.units_to_pages_up(u64::from(num_pages))
+}
+
+/// The `actual` value to write back: balloon units held, saturated at what 32 bits can say.
+pub(crate) fn actual_units(geometry: &PageGeometry, held_pages: u64) -> u32 {
+    u32::try_from(geometry.pages_to_units(held_pages)).unwrap_or(u32::MAX)
+}
+
+/// Decides the next step towards the host's target.
+///
+/// `held_pages` is what the balloon holds now, in guest pages; `headroom` is consulted only
+/// when inflating. Steps never exceed `max_pages` (the pages the caller can post at once).
+pub(crate) fn next_step(
+    geometry: &PageGeometry,
+    num_pages: u32,
+    held_pages: u64,
+    headroom: Headroom,
+    max_pages: usize,
+) -> Step {
+    let target = target_pages(geometry, num_pages);
+    let max = max_pages as u64;
+    if target > held_pages {
+        let want = (target - held_pages).min(max);
+        match want.min(headroom.spare_pages(geometry)) {
+            0 => Step::AtFloor,
+            // `n <= max_pages`, a usize.
+            n => Step::Inflate(n as usize),
+        }
+    } else if target < held_pages {
+        // `<= max_pages`, a usize.
+        Step::Deflate((held_pages - target).min(max) as usize)
+    } else {
+        Step::Done
+    }
+}

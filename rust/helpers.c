@@ -1,0 +1,107 @@
+// SPDX-License-Identifier: GPL-2.0
+/* One-line wrappers of static inlines and macros for the Rust side (see helpers.h). */
+
+#include <linux/virtio.h>
+#include <linux/virtio_config.h>
+#include <linux/scatterlist.h>
+#include <linux/balloon.h>
+#include <linux/mm.h>
+#include <linux/workqueue.h>
+#include "helpers.h"
+
+u32 vballoon_cread_le32(struct virtio_device *vdev, unsigned int offset)
+{
+	__le32 v;
+
+	vdev->config->get(vdev, offset, &v, sizeof(v));
+	return le32_to_cpu(v);
+}
+
+void vballoon_cwrite_le32(struct virtio_device *vdev, unsigned int offset, u32 val)
+{
+	__le32 v = cpu_to_le32(val);
+
+	vdev->config->set(vdev, offset, &v, sizeof(v));
+}
+
+bool vballoon_has_feature(const struct virtio_device *vdev, unsigned int fbit)
+{
+	return virtio_has_feature(vdev, fbit);
+}
+
+void vballoon_clear_feature(struct virtio_device *vdev, unsigned int fbit)
+{
+	__virtio_clear_bit(vdev, fbit);
+}
+
+int vballoon_find_vqs(struct virtio_device *vdev, unsigned int nvqs, struct virtqueue *vqs[],
+		      struct virtqueue_info vqs_info[])
+{
+	return virtio_find_vqs(vdev, nvqs, vqs, vqs_info, NULL);
+}
+
+void vballoon_del_vqs(struct virtio_device *vdev)
+{
+	vdev->config->del_vqs(vdev);
+}
+
+void vballoon_device_ready(struct virtio_device *vdev)
+{
+	virtio_device_ready(vdev);
+}
+
+u8 vballoon_get_status(struct virtio_device *vdev)
+{
+	return vdev->config->get_status(vdev);
+}
+
+int vballoon_add_outbuf(struct virtqueue *vq, void *buf, unsigned int len)
+{
+	struct scatterlist sg;
+
+	sg_init_one(&sg, buf, len);
+	return virtqueue_add_outbuf(vq, &sg, 1, buf, GFP_KERNEL);
+}
+
+unsigned long vballoon_page_to_pfn(struct page *page)
+{
+	return page_to_pfn(page);
+}
+
+void vballoon_put_page(struct page *page)
+{
+	put_page(page);
+}
+
+void vballoon_devinfo_init(struct balloon_dev_info *info, bool adjust_managed)
+{
+	balloon_devinfo_init(info);
+	info->adjust_managed_page_count = adjust_managed;
+}
+
+unsigned long vballoon_mem_available_pages(void)
+{
+	return si_mem_available();
+}
+
+unsigned int vballoon_page_shift(void)
+{
+	return PAGE_SHIFT;
+}
+
+bool vballoon_flush_delayed_work(struct delayed_work *dwork)
+{
+	return flush_delayed_work(dwork);
+}
+
+struct page *vballoon_dequeue_one(struct balloon_dev_info *info)
+{
+	LIST_HEAD(pages);
+	struct page *page;
+
+	if (balloon_page_list_dequeue(info, &pages, 1) != 1)
+		return NULL;
+	page = list_first_entry(&pages, struct page, lru);
+	list_del(&page->lru);
+	return page;
+}

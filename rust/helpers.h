@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * vballoon C shim: the static inlines and macros of the virtio and mm headers that Rust cannot
+ * call directly. Each helper is a one-liner; every Rust caller lives in rust/virtio or rust/mm.
+ */
+#ifndef VBALLOON_HELPERS_H
+#define VBALLOON_HELPERS_H
+
+#include <linux/types.h>
+
+struct virtio_device;
+struct virtqueue;
+struct virtqueue_info;
+struct page;
+struct balloon_dev_info;
+struct delayed_work;
+
+u32 vballoon_cread_le32(struct virtio_device *vdev, unsigned int offset);
+void vballoon_cwrite_le32(struct virtio_device *vdev, unsigned int offset, u32 val);
+bool vballoon_has_feature(const struct virtio_device *vdev, unsigned int fbit);
+void vballoon_clear_feature(struct virtio_device *vdev, unsigned int fbit);
+int vballoon_find_vqs(struct virtio_device *vdev, unsigned int nvqs, struct virtqueue *vqs[],
+		      struct virtqueue_info vqs_info[]);
+void vballoon_del_vqs(struct virtio_device *vdev);
+void vballoon_device_ready(struct virtio_device *vdev);
+u8 vballoon_get_status(struct virtio_device *vdev);
+int vballoon_add_outbuf(struct virtqueue *vq, void *buf, unsigned int len);
+unsigned long vballoon_page_to_pfn(struct page *page);
+void vballoon_put_page(struct page *page);
+void vballoon_devinfo_init(struct balloon_dev_info *info, bool adjust_managed);
+unsigned long vballoon_mem_available_pages(void);
+unsigned int vballoon_page_shift(void);
+bool vballoon_flush_delayed_work(struct delayed_work *dwork);
+struct page *vballoon_dequeue_one(struct balloon_dev_info *info);
+
+#endif /* VBALLOON_HELPERS_H */

@@ -1,0 +1,35 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! vballoon: a virtio-balloon driver in Rust.
+//!
+//! The crate root is only the module declaration and the list of layers:
+//! - [`virtio`]: safe virtio driver abstraction (registration, device, config, virtqueues);
+//! - [`mm`]: balloon pages, the balloon page list and memory figures;
+//! - [`balloon`]: the pure logic (no `unsafe`, no bindings), unit-tested on the host;
+//! - [`driver`]: the device driver, wiring the three together (safe code only).
+//!
+//! Lock order (outer first): `VBalloon::state` (mutex) → the mm balloon list's spinlock (taken
+//! inside `mm`) → `AckEvent`'s spinlock (IRQ-safe, taken inside `virtio`). The migration
+//! callback only ever try-locks `state`.
+
+mod balloon;
+mod driver;
+mod ffi;
+mod kext;
+mod mm;
+mod virtio;
+
+kernel::module! {
+    type: driver::VBalloonModule,
+    name: "vballoon",
+    authors: ["vballoon developers"],
+    description: "virtio balloon driver in Rust",
+    license: "GPL",
+    alias: ["virtio:d00000005v*"],
+    params: {
+        floor_mib: u64 {
+            default: 64,
+            description: "Never inflate while the guest's MemAvailable is below this many MiB (default 64)",
+        },
+    },
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Build vballoon.ko against a kernel build tree (default: the cached guest kernel).
+#   scripts/module.sh [--kdir DIR] [--flavor guest|debug] [--clippy]
+# Prints the path of the built module on its last line.
+set -euo pipefail
+. "$(dirname "$0")/env.sh"
+kdir=${KDIR:-}; flavor=guest; extra=()
+while (($#)); do
+    case "$1" in
+        --kdir) kdir=$2; shift 2;;
+        --flavor) flavor=$2; shift 2;;
+        --clippy) extra+=(CLIPPY=1); shift;;
+        *) echo "usage: $0 [--kdir DIR] [--flavor guest|debug] [--clippy]" >&2; exit 2;;
+    esac
+done
+[ -n "$kdir" ] || kdir=$(bash "$VB_ROOT/scripts/kernel.sh" "$flavor" | tail -1)
+# Build in a copy of the sources per kernel tree, so guest and debug builds never mix objects.
+out=$VB_ROOT/build/module-$(basename "$kdir")
+mkdir -p "$out"
+mkdir -p "$out/rust"
+cp -p "$VB_ROOT/Kbuild" "$out/"
+cp -rp "$VB_ROOT/rust/." "$out/rust/"
+echo "[module] building vballoon.ko against $kdir" >&2
+make -C "$kdir" M="$out" "${KMAKE_VARS[@]}" "${extra[@]}" W=1 modules >&2
+echo "$out/vballoon.ko"

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Install everything vballoon needs on a fresh Debian 12 machine. Idempotent: every step
+# checks first and does nothing when its result is already there.
+set -euo pipefail
+. "$(dirname "$0")/env.sh"
+
+log() { printf '[setup] %s\n' "$*"; }
+SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+
+BASE_PKGS=(rustc-web rust-web-src clang-19 lld-19 llvm-19 libclang-19-dev flex bison bc
+           libelf-dev libssl-dev cpio kmod busybox-static make gcc xz-utils python3)
+BPO_PKGS=(qemu-system-x86)
+
+missing=()
+for p in "${BASE_PKGS[@]}" "${BPO_PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+# qemu must come from backports (10.x); bookworm's 7.2 lacks things the tests use.
+if dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null | grep -q '^1:7'; then
+    missing+=(qemu-system-x86)
+fi
+
+if ((${#missing[@]})); then
+    log "installing Debian packages: ${missing[*]}"
+    if [ ! -f /etc/apt/sources.list.d/bookworm-backports.list ]; then
+        echo 'deb http://deb.debian.org/debian bookworm-backports main' |
+            $SUDO tee /etc/apt/sources.list.d/bookworm-backports.list >/dev/null
+    fi
+    # Third-party lists on some images are unreachable here; their failure must not stop us.
+    $SUDO apt-get update -q || log "apt-get update reported errors (continuing)"
+    base_missing=(); for p in "${missing[@]}"; do
+        case " ${BPO_PKGS[*]} " in *" $p "*) ;; *) base_missing+=("$p");; esac
+    done
+    if ((${#base_missing[@]})); then
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${base_missing[@]}"
+    fi
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
+        -t bookworm-backports "${BPO_PKGS[@]}"
+else
+    log "Debian packages: all present"
+fi
+
+# bindgen-cli from crates.io, pinned, installed into our own root so it never depends on PATH.
+if [ ! -x "$BINDGEN" ] || ! "$BINDGEN" --version 2>/dev/null | grep -q "$BINDGEN_VERSION"; then
+    log "installing bindgen-cli $BINDGEN_VERSION (about 80 s)"
+    LIBCLANG_PATH=$LIBCLANG_PATH cargo install bindgen-cli --version "$BINDGEN_VERSION" \
+        --locked --root "$TOOLS_DIR" -q
+else
+    log "bindgen-cli $BINDGEN_VERSION: present"
+fi
+
+"$RUSTC" --version >/dev/null
+log "toolchain: $("$RUSTC" --version), $("$BINDGEN" --version), $(clang-19 --version | head -1)"
+log "qemu: $(qemu-system-x86_64 --version | head -1)"
