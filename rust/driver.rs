@@ -21,8 +21,7 @@ use crate::{
     virtio::{self, AckEvent, ConfigLe32, Device, DeviceId, QueueIndex, Virtqueue},
 };
 use kernel::{
-    c_str,
-    new_mutex,
+    c_str, new_mutex,
     prelude::*,
     sync::{aref::ARef, Arc, ArcBorrow, Mutex},
     time::{delay::fsleep, msecs_to_jiffies, Delta},
@@ -108,7 +107,8 @@ impl VBalloon {
     }
 
     fn write_actual(&self, held: u64) {
-        self.dev.write(ACTUAL, target::actual_units(&self.geometry, held));
+        self.dev
+            .write(ACTUAL, target::actual_units(&self.geometry, held));
     }
 
     /// One step towards the host's target. Returns the delay before the next step, if any.
@@ -118,8 +118,13 @@ impl VBalloon {
             available_bytes: mm::mem_available_bytes(),
             floor_bytes: self.floor_bytes,
         };
-        let step =
-            target::next_step(&self.geometry, num_pages, st.held, headroom, self.max_step_pages());
+        let step = target::next_step(
+            &self.geometry,
+            num_pages,
+            st.held,
+            headroom,
+            self.max_step_pages(),
+        );
         let result = match step {
             Step::Inflate(n) => self.fill(st, n).map(|got| {
                 st.floor_logged = false;
@@ -164,7 +169,12 @@ impl VBalloon {
         match result {
             Ok(delay) => Some(delay),
             Err(e) => {
-                dev_err!(self.dev.as_dev(), "device stopped taking buffers ({:?}); balloon frozen at {} MiB\n", e, self.held_mib(st.held));
+                dev_err!(
+                    self.dev.as_dev(),
+                    "device stopped taking buffers ({:?}); balloon frozen at {} MiB\n",
+                    e,
+                    self.held_mib(st.held)
+                );
                 None
             }
         }
@@ -177,7 +187,12 @@ impl VBalloon {
     /// Allocates up to `n` pages, puts them in the balloon and tells the host. Returns how
     /// many went in (fewer when the allocator said no).
     fn fill(&self, st: &mut State, n: usize) -> Result<usize> {
-        let State { queues, batches, held, .. } = st;
+        let State {
+            queues,
+            batches,
+            held,
+            ..
+        } = st;
         let q = queues.as_mut().ok_or(ENODEV)?;
         let mut got = 0usize;
         'outer: for batch in batches.iter_mut() {
@@ -216,7 +231,13 @@ impl VBalloon {
     /// Takes up to `n` pages out of the balloon, tells the host, then frees them. Returns how
     /// many were given back (0 when every page left is being migrated right now).
     fn leak(&self, st: &mut State, n: usize) -> Result<usize> {
-        let State { queues, batches, held, leaving, .. } = st;
+        let State {
+            queues,
+            batches,
+            held,
+            leaving,
+            ..
+        } = st;
         let q = queues.as_mut().ok_or(ENODEV)?;
         let mut got = 0usize;
         'outer: for batch in batches.iter_mut() {
@@ -277,13 +298,22 @@ impl VBalloon {
                     st = self.state.lock();
                     waits += 1;
                     if waits > 5000 {
-                        dev_err!(self.dev.as_dev(), "{} pages stuck in migration at teardown\n", st.held);
+                        dev_err!(
+                            self.dev.as_dev(),
+                            "{} pages stuck in migration at teardown\n",
+                            st.held
+                        );
                         break;
                     }
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    dev_err!(self.dev.as_dev(), "could not tell the host about {} pages ({:?}); freeing them after reset\n", st.held, e);
+                    dev_err!(
+                        self.dev.as_dev(),
+                        "could not tell the host about {} pages ({:?}); freeing them after reset\n",
+                        st.held,
+                        e
+                    );
                     break;
                 }
             }
@@ -312,7 +342,9 @@ impl WorkItem for VBalloon {
 impl Migrate for VBalloon {
     fn migrate(&self, new: PageRef<'_>, old: PageRef<'_>) -> Result {
         let mut guard = self.state.try_lock().ok_or(EAGAIN)?;
-        let State { queues, batches, .. } = &mut *guard;
+        let State {
+            queues, batches, ..
+        } = &mut *guard;
         let q = queues.as_mut().ok_or(EAGAIN)?;
         let batch = batches.first_mut().ok_or(EAGAIN)?;
         batch.clear();
@@ -331,7 +363,11 @@ impl virtio::Driver for VBalloon {
 
     fn probe(dev: &Device) -> Result<Arc<Self>> {
         let Some(geometry) = PageGeometry::new(mm::page_shift()) else {
-            dev_err!(dev.as_dev(), "page size 2^{} is not usable with 4 KiB balloon PFNs\n", mm::page_shift());
+            dev_err!(
+                dev.as_dev(),
+                "page size 2^{} is not usable with 4 KiB balloon PFNs\n",
+                mm::page_shift()
+            );
             return Err(EINVAL);
         };
         let mut vqs = dev.find_vqs::<Self>(&[c_str!("inflate"), c_str!("deflate")])?;
@@ -342,7 +378,9 @@ impl virtio::Driver for VBalloon {
             batches.push(PfnBatch::new(geometry), GFP_KERNEL)?;
         }
         let leaving = KVec::with_capacity(INFLIGHT * geometry.pages_per_buffer(), GFP_KERNEL)?;
-        let floor_bytes = crate::module_parameters::floor_mib.value().saturating_mul(MIB);
+        let floor_bytes = crate::module_parameters::floor_mib
+            .value()
+            .saturating_mul(MIB);
         let this = Arc::pin_init(
             try_pin_init!(VBalloon {
                 dev: dev.into(),

@@ -12,7 +12,10 @@ fn geo(shift: u32) -> PageGeometry {
 }
 
 fn wire_pfns(b: &PfnBatch) -> Vec<u32> {
-    b.wire().chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    b.wire()
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 #[test]
@@ -124,7 +127,10 @@ fn too_high_page_leaves_batch_unchanged() {
 }
 
 fn room(available_mib: u64, floor_mib: u64) -> Headroom {
-    Headroom { available_bytes: available_mib << 20, floor_bytes: floor_mib << 20 }
+    Headroom {
+        available_bytes: available_mib << 20,
+        floor_bytes: floor_mib << 20,
+    }
 }
 
 #[test]
@@ -147,21 +153,42 @@ fn actual_is_in_4k_units_and_saturates() {
 #[test]
 fn inflate_is_capped_by_step_size() {
     let g = geo(G4K);
-    assert_eq!(next_step(&g, 262_144, 0, room(2048, 64), 2048), Step::Inflate(2048));
-    assert_eq!(next_step(&g, 100, 0, room(2048, 64), 2048), Step::Inflate(100));
-    assert_eq!(next_step(&g, 100, 99, room(2048, 64), 2048), Step::Inflate(1));
+    assert_eq!(
+        next_step(&g, 262_144, 0, room(2048, 64), 2048),
+        Step::Inflate(2048)
+    );
+    assert_eq!(
+        next_step(&g, 100, 0, room(2048, 64), 2048),
+        Step::Inflate(100)
+    );
+    assert_eq!(
+        next_step(&g, 100, 99, room(2048, 64), 2048),
+        Step::Inflate(1)
+    );
 }
 
 #[test]
 fn inflate_stops_at_floor() {
     let g = geo(G4K);
     // 10 MiB above the floor: at most 2560 pages, whatever the host asks.
-    assert_eq!(next_step(&g, u32::MAX, 0, room(74, 64), 1 << 20), Step::Inflate(2560));
-    assert_eq!(next_step(&g, u32::MAX, 0, room(64, 64), 2048), Step::AtFloor);
-    assert_eq!(next_step(&g, u32::MAX, 0, room(10, 64), 2048), Step::AtFloor);
+    assert_eq!(
+        next_step(&g, u32::MAX, 0, room(74, 64), 1 << 20),
+        Step::Inflate(2560)
+    );
+    assert_eq!(
+        next_step(&g, u32::MAX, 0, room(64, 64), 2048),
+        Step::AtFloor
+    );
+    assert_eq!(
+        next_step(&g, u32::MAX, 0, room(10, 64), 2048),
+        Step::AtFloor
+    );
     // A partial guest page of headroom is no headroom.
     let g = geo(G64K);
-    let h = Headroom { available_bytes: (64 << 20) + 65535, floor_bytes: 64 << 20 };
+    let h = Headroom {
+        available_bytes: (64 << 20) + 65535,
+        floor_bytes: 64 << 20,
+    };
     assert_eq!(next_step(&g, 1000, 0, h, 2048), Step::AtFloor);
 }
 
@@ -173,7 +200,10 @@ fn target_above_guest_ram_is_bounded_by_headroom() {
     let mut held = 0u64;
     let mut available = 1900u64 << 20;
     loop {
-        let h = Headroom { available_bytes: available, floor_bytes: 64 << 20 };
+        let h = Headroom {
+            available_bytes: available,
+            floor_bytes: 64 << 20,
+        };
         match next_step(&g, target_units, held, h, 2048) {
             Step::Inflate(n) => {
                 held += n as u64;
@@ -190,13 +220,25 @@ fn target_above_guest_ram_is_bounded_by_headroom() {
 #[test]
 fn deflate_and_done() {
     let g = geo(G4K);
-    assert_eq!(next_step(&g, 0, 5000, room(0, 64), 2048), Step::Deflate(2048));
-    assert_eq!(next_step(&g, 4000, 5000, room(0, 64), 2048), Step::Deflate(1000));
+    assert_eq!(
+        next_step(&g, 0, 5000, room(0, 64), 2048),
+        Step::Deflate(2048)
+    );
+    assert_eq!(
+        next_step(&g, 4000, 5000, room(0, 64), 2048),
+        Step::Deflate(1000)
+    );
     assert_eq!(next_step(&g, 5000, 5000, room(0, 64), 2048), Step::Done);
     // Deflating ignores the floor: giving memory back is always allowed.
-    assert_eq!(next_step(&g, 0, 1, room(0, 1 << 30), 2048), Step::Deflate(1));
+    assert_eq!(
+        next_step(&g, 0, 1, room(0, 1 << 30), 2048),
+        Step::Deflate(1)
+    );
     // 64 KiB pages: target 17 units = 2 pages.
-    assert_eq!(next_step(&geo(G64K), 17, 3, room(0, 0), 16), Step::Deflate(1));
+    assert_eq!(
+        next_step(&geo(G64K), 17, 3, room(0, 0), 16),
+        Step::Deflate(1)
+    );
     assert_eq!(next_step(&geo(G64K), 17, 2, room(0, 0), 16), Step::Done);
 }
 

@@ -1,1 +1,107 @@
-fn main() {}
+//! vballoon boot-test harness.
+//!
+//! `qemu-test test --kernel BZIMAGE --kdir KDIR --module vballoon.ko [--only NAME]` runs the
+//! boot scenarios and ends with `N passed, N failed`; `qemu-test demo ...` shows the balloon
+//! growing and shrinking live.
+
+mod demo;
+mod guest;
+mod scenarios;
+
+use anyhow::{bail, Context, Result};
+use guest::Paths;
+use std::path::PathBuf;
+use std::time::Instant;
+
+struct Args {
+    mode: String,
+    paths: Paths,
+    only: Vec<String>,
+}
+
+fn parse() -> Result<Args> {
+    let mut it = std::env::args().skip(1);
+    let mode = it.next().unwrap_or_default();
+    let (mut kernel, mut kdir, mut module, mut work) = (None, None, None, None);
+    let mut only = Vec::new();
+    while let Some(a) = it.next() {
+        let mut val = || it.next().with_context(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--kernel" => kernel = Some(PathBuf::from(val()?)),
+            "--kdir" => kdir = Some(PathBuf::from(val()?)),
+            "--module" => module = Some(PathBuf::from(val()?)),
+            "--work" => work = Some(PathBuf::from(val()?)),
+            "--only" => only.push(val()?),
+            _ => bail!("unknown argument {a}"),
+        }
+    }
+    let kdir: PathBuf = kdir.context("--kdir is required")?;
+    let paths = Paths {
+        kernel: kernel.unwrap_or_else(|| kdir.join("arch/x86/boot/bzImage")),
+        c_driver: kdir.join("drivers/virtio/virtio_balloon.ko"),
+        vballoon: module.context("--module is required")?,
+        work: work.unwrap_or_else(|| std::env::temp_dir().join("vballoon-qemu-test")),
+    };
+    if mode != "test" && mode != "demo" {
+        bail!("usage: qemu-test test|demo --kdir KDIR --module vballoon.ko [--kernel IMG] [--only NAME]");
+    }
+    Ok(Args { mode, paths, only })
+}
+
+fn main() {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("qemu-test: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    let (_, accel_text) = guest::pick_accel();
+    println!("accelerator: {accel_text}");
+    std::fs::create_dir_all(&args.paths.work).ok();
+    let initramfs = match guest::build_initramfs(&args.paths) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("qemu-test: building the initramfs: {e:#}");
+            println!("0 passed, 1 failed");
+            std::process::exit(1);
+        }
+    };
+    let ctx = scenarios::Ctx {
+        paths: &args.paths,
+        initramfs: &initramfs,
+    };
+    if args.mode == "demo" {
+        if let Err(e) = demo::run(&ctx) {
+            eprintln!("demo failed: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let (mut passed, mut failed) = (0, 0);
+    for (name, f) in scenarios::all() {
+        if !args.only.is_empty() && !args.only.iter().any(|o| name.contains(o.as_str())) {
+            continue;
+        }
+        println!("RUN  {name}");
+        let start = Instant::now();
+        let r = std::panic::catch_unwind(|| f(&ctx));
+        let secs = start.elapsed().as_secs_f64();
+        match r {
+            Ok(Ok(())) => {
+                passed += 1;
+                println!("PASS {name} ({secs:.1} s)");
+            }
+            Ok(Err(e)) => {
+                failed += 1;
+                println!("FAIL {name} ({secs:.1} s): {e:#}");
+            }
+            Err(_) => {
+                failed += 1;
+                println!("FAIL {name} ({secs:.1} s): panicked");
+            }
+        }
+    }
+    println!("boot tests: {passed} passed, {failed} failed");
+    std::process::exit(if failed == 0 { 0 } else { 1 });
+}

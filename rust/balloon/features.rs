@@ -31,8 +31,13 @@ pub(crate) enum Queue {
 }
 
 /// Every queue in creation order.
-pub(crate) const ALL_QUEUES: [Queue; 5] =
-    [Queue::Inflate, Queue::Deflate, Queue::Stats, Queue::FreePage, Queue::Reporting];
+pub(crate) const ALL_QUEUES: [Queue; 5] = [
+    Queue::Inflate,
+    Queue::Deflate,
+    Queue::Stats,
+    Queue::FreePage,
+    Queue::Reporting,
+];
 
 /// Which queue index each present queue has.
 ///

@@ -116,7 +116,11 @@ pub(crate) struct PfnBatch {
 impl PfnBatch {
     /// An empty batch for pages of the given geometry.
     pub(crate) const fn new(geometry: PageGeometry) -> Self {
-        Self { geometry, len: 0, wire: [0; MAX_BUFFER_BYTES] }
+        Self {
+            geometry,
+            len: 0,
+            wire: [0; MAX_BUFFER_BYTES],
+        }
     }
 
     /// Adds every balloon PFN of guest page `guest_pfn`, or nothing at all on error.

@@ -174,8 +174,14 @@ impl<T: HasBalloonList> BalloonList<T> {
         let owner = unsafe { &*info.cast::<u8>().sub(T::OFFSET).cast::<T>() };
         from_result(|| {
             owner.migrate(
-                PageRef { page: new, _life: PhantomData },
-                PageRef { page: old, _life: PhantomData },
+                PageRef {
+                    page: new,
+                    _life: PhantomData,
+                },
+                PageRef {
+                    page: old,
+                    _life: PhantomData,
+                },
             )?;
             Ok(0)
         })

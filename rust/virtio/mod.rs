@@ -36,11 +36,17 @@ pub(crate) struct DeviceId(ffi::virtio_device_id);
 impl DeviceId {
     /// Matches virtio devices of type `device` from any vendor.
     pub(crate) const fn new(device: u32) -> Self {
-        Self(ffi::virtio_device_id { device, vendor: ffi::VIRTIO_DEV_ANY_ID })
+        Self(ffi::virtio_device_id {
+            device,
+            vendor: ffi::VIRTIO_DEV_ANY_ID,
+        })
     }
 
     /// The terminating entry every table ends with.
-    pub(crate) const END: Self = Self(ffi::virtio_device_id { device: 0, vendor: 0 });
+    pub(crate) const END: Self = Self(ffi::virtio_device_id {
+        device: 0,
+        vendor: 0,
+    });
 }
 
 /// A little-endian 32-bit field of a device's configuration space, at a byte offset.

@@ -154,7 +154,9 @@ impl AckEvent {
     fn wait_changed(&self, seen: u64) {
         let mut g = self.seq.lock();
         while *g == seen {
-            let r = self.cv.wait_interruptible_timeout(&mut g, msecs_to_jiffies(WAIT_SLICE_MS));
+            let r = self
+                .cv
+                .wait_interruptible_timeout(&mut g, msecs_to_jiffies(WAIT_SLICE_MS));
             if matches!(r, CondVarTimeoutResult::Timeout) {
                 break;
             }

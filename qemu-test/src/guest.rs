@@ -1,0 +1,427 @@
+//! A test guest: busybox initramfs, QEMU process, QMP client and a shell on the second serial
+//! port. The kernel log goes to the first serial port, captured to a file.
+
+use anyhow::{anyhow, bail, Context, Result};
+use qapi::{qmp, Qmp};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const MIB: u64 = 1 << 20;
+pub const GIB: u64 = 1 << 30;
+
+/// Where the test inputs are.
+#[derive(Clone, Debug)]
+pub struct Paths {
+    pub kernel: PathBuf,
+    pub vballoon: PathBuf,
+    pub c_driver: PathBuf,
+    pub work: PathBuf,
+}
+
+/// Which accelerator QEMU runs with: KVM only where it is real hardware virtualization.
+pub fn pick_accel() -> (&'static str, String) {
+    let real_kvm = (Path::new("/sys/module/kvm_intel").exists()
+        || Path::new("/sys/module/kvm_amd").exists())
+        && !Path::new("/sys/module/kvm_pvm").exists()
+        && std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .is_ok();
+    if std::env::var("VB_ACCEL").as_deref() == Ok("tcg") {
+        ("tcg", "TCG (forced by VB_ACCEL=tcg)".into())
+    } else if real_kvm {
+        ("kvm", "KVM (hardware virtualization)".into())
+    } else if Path::new("/sys/module/kvm_pvm").exists() {
+        (
+            "tcg",
+            "TCG (/dev/kvm is a PVM device that cannot boot a stock guest kernel)".into(),
+        )
+    } else {
+        ("tcg", "TCG (no usable /dev/kvm)".into())
+    }
+}
+
+const INIT: &str = r#"#!/bin/sh
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mount -t debugfs none /sys/kernel/debug 2>/dev/null
+stty -F /dev/ttyS1 raw -echo
+exec </dev/ttyS1 >/dev/ttyS1 2>&1
+echo VB_READY
+while IFS= read -r line; do
+  eval "$line" </dev/null
+  echo "__VB_END__ $?"
+done
+"#;
+
+/// Builds the initramfs: static busybox, /init, and both balloon drivers as files.
+pub fn build_initramfs(paths: &Paths) -> Result<PathBuf> {
+    let root = paths.work.join("initramfs");
+    let _ = std::fs::remove_dir_all(&root);
+    for d in ["bin", "sbin", "proc", "sys", "dev", "tmp", "etc"] {
+        std::fs::create_dir_all(root.join(d))?;
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).context("busybox-static")?;
+    let list = Command::new("/bin/busybox").arg("--list").output()?;
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        // Debian's list names busybox itself; linking it would clobber the binary.
+        if applet == "busybox" || applet.is_empty() {
+            continue;
+        }
+        let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
+    }
+    std::fs::write(root.join("init"), INIT)?;
+    std::fs::set_permissions(
+        root.join("init"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    std::fs::copy(&paths.vballoon, root.join("vballoon.ko")).context("vballoon.ko")?;
+    std::fs::copy(&paths.c_driver, root.join("virtio_balloon.ko")).context("virtio_balloon.ko")?;
+    let out = paths.work.join("initramfs.cpio.gz");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cd '{}' && find . | cpio -o -H newc --quiet | gzip -1 > '{}'",
+            root.display(),
+            out.display()
+        ))
+        .status()?;
+    if !status.success() {
+        bail!("cpio failed");
+    }
+    Ok(out)
+}
+
+/// Options for one guest.
+#[derive(Clone, Debug)]
+pub struct VmOpts {
+    pub mem_mib: u64,
+    pub balloon_device: String,
+    pub append: String,
+}
+
+impl Default for VmOpts {
+    fn default() -> Self {
+        Self {
+            mem_mib: 2048,
+            balloon_device: "virtio-balloon-pci,id=balloon0".into(),
+            append: String::new(),
+        }
+    }
+}
+
+/// A running guest.
+pub struct Vm {
+    child: Child,
+    qmp: Qmp<qapi::Stream<BufReader<UnixStream>, UnixStream>>,
+    cmd: BufReader<UnixStream>,
+    pub console: PathBuf,
+}
+
+fn connect_retry(path: &Path, child: &mut Child) -> Result<UnixStream> {
+    let start = Instant::now();
+    loop {
+        if let Ok(s) = UnixStream::connect(path) {
+            return Ok(s);
+        }
+        if let Some(st) = child.try_wait()? {
+            bail!("qemu exited early: {st}");
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            bail!("no socket {}", path.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Vm {
+    /// Boots a guest and waits for its shell.
+    pub fn boot(name: &str, paths: &Paths, initramfs: &Path, opts: &VmOpts) -> Result<Vm> {
+        let dir = paths.work.join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let qmp_sock = dir.join("qmp.sock");
+        let cmd_sock = dir.join("cmd.sock");
+        let console = dir.join("console.log");
+        let (accel, _) = pick_accel();
+        let mut c = Command::new("qemu-system-x86_64");
+        c.args([
+            "-accel",
+            accel,
+            "-nodefaults",
+            "-display",
+            "none",
+            "-no-reboot",
+        ])
+        .args(["-m", &format!("{}M", opts.mem_mib), "-smp", "2"])
+        .arg("-kernel")
+        .arg(&paths.kernel)
+        .arg("-initrd")
+        .arg(initramfs)
+        .args([
+            "-append",
+            &format!(
+                "console=ttyS0 panic=-1 oops=panic loglevel=7 {}",
+                opts.append
+            ),
+        ])
+        .args(["-device", &opts.balloon_device])
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", qmp_sock.display()))
+        .arg("-serial")
+        .arg(format!("file:{}", console.display()))
+        .arg("-chardev")
+        .arg(format!(
+            "socket,id=cmd,path={},server=on,wait=off",
+            cmd_sock.display()
+        ))
+        .args(["-serial", "chardev:cmd"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("qemu.stderr"))?);
+        if accel == "kvm" {
+            c.args(["-cpu", "host"]);
+        }
+        let mut child = c.spawn().context("starting qemu-system-x86_64")?;
+        let cmd = connect_retry(&cmd_sock, &mut child)?;
+        let q = connect_retry(&qmp_sock, &mut child)?;
+        q.set_read_timeout(Some(Duration::from_secs(60)))?;
+        let mut qmp = Qmp::new(qapi::Stream::new(BufReader::new(q.try_clone()?), q));
+        qmp.handshake()
+            .map_err(|e| anyhow!("qmp handshake: {e:?}"))?;
+        let mut vm = Vm {
+            child,
+            qmp,
+            cmd: BufReader::new(cmd),
+            console,
+        };
+        vm.wait_line("VB_READY", Duration::from_secs(180))
+            .context("guest did not boot")?;
+        Ok(vm)
+    }
+
+    fn wait_line(&mut self, want: &str, timeout: Duration) -> Result<Vec<String>> {
+        let start = Instant::now();
+        let mut lines = Vec::new();
+        self.cmd
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_millis(500)))?;
+        let mut buf = Vec::new();
+        loop {
+            if start.elapsed() > timeout {
+                bail!(
+                    "timed out after {:?} waiting for {want:?}; console tail:\n{}",
+                    timeout,
+                    self.console_tail(30)
+                );
+            }
+            match self.cmd.read_until(b'\n', &mut buf) {
+                Ok(0) => bail!(
+                    "guest shell closed; console tail:\n{}",
+                    self.console_tail(30)
+                ),
+                Ok(_) if buf.ends_with(b"\n") => {
+                    let line = String::from_utf8_lossy(&buf)
+                        .trim_end_matches(['\r', '\n'])
+                        .to_string();
+                    buf.clear();
+                    if line.starts_with(want) {
+                        lines.push(line);
+                        return Ok(lines);
+                    }
+                    lines.push(line);
+                }
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if let Some(st) = self.child.try_wait()? {
+                        bail!(
+                            "qemu exited ({st}); console tail:\n{}",
+                            self.console_tail(40)
+                        );
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Runs a shell command in the guest; returns its exit code and output.
+    pub fn sh_rc(&mut self, cmd: &str, timeout: Duration) -> Result<(i32, String)> {
+        let w = self.cmd.get_mut();
+        w.write_all(cmd.as_bytes())?;
+        w.write_all(b"\n")?;
+        let mut lines = self
+            .wait_line("__VB_END__ ", timeout)
+            .with_context(|| format!("guest command {cmd:?}"))?;
+        let end = lines.pop().unwrap_or_default();
+        let rc = end
+            .trim_start_matches("__VB_END__ ")
+            .trim()
+            .parse()
+            .unwrap_or(-1);
+        Ok((rc, lines.join("\n")))
+    }
+
+    /// Runs a shell command that must succeed.
+    pub fn sh(&mut self, cmd: &str) -> Result<String> {
+        let (rc, out) = self.sh_rc(cmd, Duration::from_secs(120))?;
+        if rc != 0 {
+            bail!("guest command {cmd:?} failed with {rc}: {out}");
+        }
+        Ok(out)
+    }
+
+    /// A /proc/meminfo field, in kB.
+    pub fn meminfo_kb(&mut self, key: &str) -> Result<u64> {
+        let out = self.sh(&format!("grep '^{key}:' /proc/meminfo"))?;
+        out.split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow!("no {key} in meminfo: {out}"))
+    }
+
+    /// Guest MemTotal in bytes.
+    pub fn mem_total(&mut self) -> Result<u64> {
+        Ok(self.meminfo_kb("MemTotal")? * 1024)
+    }
+
+    /// Asks the host side for a guest size of `bytes` (QMP `balloon`).
+    pub fn balloon(&mut self, bytes: u64) -> Result<()> {
+        self.qmp
+            .execute(&qmp::balloon {
+                value: bytes as i64,
+            })
+            .map_err(|e| anyhow!("balloon: {e:?}"))?;
+        Ok(())
+    }
+
+    /// QMP `query-balloon` actual, in bytes (guest size as the host sees it).
+    pub fn actual(&mut self) -> Result<u64> {
+        let info = self
+            .qmp
+            .execute(&qmp::query_balloon {})
+            .map_err(|e| anyhow!("query-balloon: {e:?}"))?;
+        Ok(info.actual as u64)
+    }
+
+    /// Waits until `query-balloon` reports `bytes`; returns how long it took.
+    pub fn wait_actual(&mut self, bytes: u64, timeout: Duration) -> Result<Duration> {
+        let start = Instant::now();
+        loop {
+            let a = self.actual()?;
+            if a == bytes {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() > timeout {
+                bail!(
+                    "query-balloon actual {} MiB, wanted {} MiB after {:?}",
+                    a / MIB,
+                    bytes / MIB,
+                    timeout
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until `query-balloon` stops moving for `still`; returns the value.
+    pub fn wait_actual_settled(&mut self, still: Duration, timeout: Duration) -> Result<u64> {
+        let start = Instant::now();
+        let mut last = self.actual()?;
+        let mut since = Instant::now();
+        loop {
+            std::thread::sleep(Duration::from_millis(250));
+            let a = self.actual()?;
+            if a != last {
+                last = a;
+                since = Instant::now();
+            } else if since.elapsed() >= still {
+                return Ok(a);
+            }
+            if start.elapsed() > timeout {
+                bail!(
+                    "query-balloon still moving after {timeout:?} (at {} MiB)",
+                    a / MIB
+                );
+            }
+        }
+    }
+
+    /// The guest kernel log.
+    pub fn dmesg(&mut self) -> Result<String> {
+        self.sh("dmesg")
+    }
+
+    /// Fails if the kernel log has a warning, bug, oops, lockdep or memory-checker report.
+    pub fn assert_dmesg_clean(&mut self) -> Result<()> {
+        let log = self.dmesg()?;
+        let bad = [
+            "WARNING:",
+            "BUG:",
+            "BUG ",
+            "Oops",
+            "Call Trace",
+            "kernel BUG",
+            "UBSAN",
+            "KASAN",
+            "KFENCE",
+            "kmemleak",
+            "possible circular locking",
+            "inconsistent lock state",
+            "Invalid wait context",
+            "sleeping function called from invalid context",
+            "rust_panic",
+            "panicked at",
+            "soft lockup",
+            "rcu_sched self-detected",
+            "Out of memory",
+        ];
+        let hits: Vec<&str> = log
+            .lines()
+            .filter(|l| bad.iter().any(|b| l.contains(b)))
+            .collect();
+        if !hits.is_empty() {
+            bail!("dmesg has reports:\n{}", hits.join("\n"));
+        }
+        Ok(())
+    }
+
+    pub fn console_tail(&self, n: usize) -> String {
+        let s = std::fs::read_to_string(&self.console).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Powers the guest off and waits for QEMU to exit.
+    pub fn shutdown(mut self) -> Result<()> {
+        let _ = self.cmd.get_mut().write_all(b"sync; poweroff -f\n");
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.qmp.execute(&qmp::quit {});
+        Ok(())
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
