@@ -21,6 +21,7 @@
 mod generated {
     pub(crate) use kernel::bindings::*;
     use kernel::ffi;
+    use pin_init::MaybeZeroable;
     include!(env!("VBALLOON_GENERATED"));
 }
 

@@ -19,7 +19,9 @@ mod kext;
 mod mm;
 mod virtio;
 
-kernel::module! {
+use kernel::prelude::*;
+
+module! {
     type: driver::VBalloonModule,
     name: "vballoon",
     authors: ["vballoon developers"],

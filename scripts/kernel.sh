@@ -69,7 +69,8 @@ log "building $flavor kernel $KVER into $OUT (about 7-15 min on 2 cores)"
 start=$(date +%s)
 # Only one tree per flavour is kept: drop older keys (each is about 400 MB).
 for old in "$VB_CACHE/kbuild/$flavor-"*; do [ "$old" = "$OUT" ] || rm -rf "$old"; done
-rm -rf "$OUT"; mkdir -p "$OUT"
+# An interrupted build of the same key resumes (make is incremental); a new key starts clean.
+mkdir -p "$OUT"
 km() { make -C "$SRC" O="$OUT" "${KMAKE_VARS[@]}" "$@"; }
 km tinyconfig >/dev/null
 km rustavailable >&2

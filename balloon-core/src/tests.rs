@@ -262,3 +262,110 @@ fn queue_map_is_dense_like_linux() {
     assert_eq!(hint.index(Queue::Reporting), Some(3));
     assert_eq!(hint.queue(4), None);
 }
+
+mod stats {
+    use crate::balloon::stats::*;
+
+    fn entries(b: &StatsBuf) -> Vec<(u16, u64)> {
+        b.wire()
+            .chunks_exact(ENTRY_BYTES)
+            .map(|e| {
+                let tag = u16::from_le_bytes([e[0], e[1]]);
+                let mut v = [0u8; 8];
+                v.copy_from_slice(&e[2..]);
+                (tag, u64::from_le_bytes(v))
+            })
+            .collect()
+    }
+
+    fn sample() -> Sample {
+        Sample {
+            swap_in_pages: 1,
+            swap_out_pages: 2,
+            major_faults: 3,
+            minor_faults: 4,
+            oom_kills: 5,
+            alloc_stalls: 6,
+            async_scan_pages: 7,
+            direct_scan_pages: 8,
+            async_reclaim_pages: 9,
+            direct_reclaim_pages: 10,
+            hugetlb: Some((11, 12)),
+            free_pages: 13,
+            total_pages: 14,
+            available_pages: 15,
+            file_pages: 16,
+        }
+    }
+
+    #[test]
+    fn all_16_tags_once_in_c_order_with_c_units() {
+        let mut b = StatsBuf::new();
+        b.fill(&sample(), 12);
+        assert_eq!(b.count(), NR_TAGS);
+        assert_eq!(b.wire().len(), 160);
+        assert_eq!(
+            entries(&b),
+            vec![
+                (0, 4096),
+                (1, 8192),
+                (2, 3),
+                (3, 4),
+                (10, 5),
+                (11, 6),
+                (12, 7 * 4096),
+                (13, 8 * 4096),
+                (14, 9 * 4096),
+                (15, 10 * 4096),
+                (8, 11),
+                (9, 12),
+                (4, 13 * 4096),
+                (5, 14 * 4096),
+                (6, 15 * 4096),
+                (7, 16 * 4096),
+            ]
+        );
+        let mut tags: Vec<u16> = entries(&b).iter().map(|e| e.0).collect();
+        tags.sort();
+        assert_eq!(tags, (0..16).collect::<Vec<u16>>());
+    }
+
+    #[test]
+    fn exact_bytes_little_endian_no_padding() {
+        let mut b = StatsBuf::new();
+        let s = Sample { total_pages: 0x0102_0304, hugetlb: None, ..Default::default() };
+        b.fill(&s, 12);
+        // MemTotal is the 12th entry without hugetlb: tag 5, then 0x01020304 << 12 in LE.
+        let e = &b.wire()[11 * ENTRY_BYTES..12 * ENTRY_BYTES];
+        assert_eq!(e, &[5, 0, 0x00, 0x40, 0x30, 0x20, 0x10, 0, 0, 0]);
+    }
+
+    #[test]
+    fn without_hugetlb_14_tags_and_same_set_every_refill() {
+        let mut b = StatsBuf::new();
+        let s = Sample { hugetlb: None, ..sample() };
+        b.fill(&s, 16);
+        assert_eq!(b.count(), 14);
+        let first: Vec<u16> = entries(&b).iter().map(|e| e.0).collect();
+        assert!(!first.contains(&8) && !first.contains(&9));
+        b.fill(&Sample { free_pages: 99, ..s }, 16);
+        let second: Vec<u16> = entries(&b).iter().map(|e| e.0).collect();
+        assert_eq!(first, second);
+        // 64 KiB pages: 99 pages of free memory.
+        assert!(entries(&b).contains(&(4, 99 << 16)));
+    }
+
+    #[test]
+    fn byte_conversion_saturates_instead_of_wrapping() {
+        let mut b = StatsBuf::new();
+        b.fill(&Sample { total_pages: u64::MAX >> 4, ..Default::default() }, 12);
+        assert!(entries(&b).contains(&(5, u64::MAX)));
+    }
+
+    #[test]
+    fn empty_buffer_is_empty() {
+        let b = StatsBuf::new();
+        assert_eq!(b.count(), 0);
+        assert!(b.wire().is_empty());
+    }
+}

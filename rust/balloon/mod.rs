@@ -9,4 +9,5 @@
 
 pub(crate) mod features;
 pub(crate) mod pfn;
+pub(crate) mod stats;
 pub(crate) mod target;

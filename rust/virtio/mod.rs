@@ -30,7 +30,6 @@ use kernel::{
 
 /// A virtio device ID table entry (device type, any vendor).
 #[repr(transparent)]
-#[derive(Clone, Copy)]
 pub(crate) struct DeviceId(ffi::virtio_device_id);
 
 impl DeviceId {
@@ -200,12 +199,6 @@ impl Device {
             out.push(unsafe { Virtqueue::new(vq, owner.clone()) }, GFP_KERNEL)?;
         }
         Ok(out)
-    }
-}
-
-impl From<&Device> for ARef<Device> {
-    fn from(dev: &Device) -> Self {
-        ARef::from(dev)
     }
 }
 
