@@ -4,7 +4,7 @@ ifneq ($(KERNELRELEASE),)
 include $(src)/Kbuild
 else
 
-.PHONY: all setup kernel kernel-debug module test test-debug demo bench clean fmt clippy
+.PHONY: all setup kernel kernel-debug module test test-debug demo bench clean clippy
 
 all: module
 
@@ -28,7 +28,10 @@ test-debug:
 	bash scripts/test.sh debug
 
 demo:
-	bash scripts/demo.sh
+	bash scripts/harness.sh demo
+
+bench:
+	bash scripts/harness.sh bench
 
 clippy:
 	bash scripts/module.sh --clippy

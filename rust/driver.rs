@@ -12,20 +12,27 @@
 
 use crate::{
     balloon::{
-        features::F_MUST_TELL_HOST,
+        features::{Queue, QueueMap, ALL_QUEUES, F_MUST_TELL_HOST, F_STATS_VQ},
         pfn::{PageGeometry, PfnBatch, PfnError},
+        stats::StatsBuf,
         target::{self, Headroom, Step},
     },
     kext,
     mm::{self, impl_has_balloon_list, BalloonList, BalloonPage, Migrate, PageRef},
-    virtio::{self, AckEvent, ConfigLe32, Device, DeviceId, QueueIndex, Virtqueue},
+    virtio::{
+        self, AckEvent, BufferQueue, ConfigLe32, Device, DeviceId, DeviceReadable, QueueIndex,
+        Virtqueue,
+    },
 };
 use kernel::{
-    c_str, new_mutex,
+    c_str, new_mutex, new_spinlock_irq,
     prelude::*,
-    sync::{aref::ARef, Arc, ArcBorrow, Mutex},
+    sync::{aref::ARef, Arc, ArcBorrow, Mutex, SpinLockIrq},
     time::{delay::fsleep, msecs_to_jiffies, Delta},
-    workqueue::{self, impl_has_delayed_work, new_delayed_work, DelayedWork, WorkItem},
+    workqueue::{
+        self, impl_has_delayed_work, impl_has_work, new_delayed_work, new_work, DelayedWork, Work,
+        WorkItem,
+    },
     ThisModule,
 };
 
@@ -35,9 +42,6 @@ const VIRTIO_ID_BALLOON: u32 = 5;
 const NUM_PAGES: ConfigLe32 = ConfigLe32(0);
 /// `struct virtio_balloon_config::actual`: what the balloon holds, in 4 KiB units.
 const ACTUAL: ConfigLe32 = ConfigLe32(4);
-/// Queue indices (dense, Linux order).
-const INFLATE_Q: QueueIndex = 0;
-const DEFLATE_Q: QueueIndex = 1;
 /// Buffers of at most 256 PFNs posted together, so the host works on several at once.
 const INFLIGHT: usize = 8;
 /// Delay before retrying after the allocator said no (the C driver's 200 ms).
@@ -70,12 +74,29 @@ struct State {
     puff_logged: bool,
 }
 
+impl DeviceReadable for StatsBuf {
+    fn bytes(&self) -> &[u8] {
+        self.wire()
+    }
+}
+
+/// The statistics queue and the buffer it answers with, under `VBalloon::stats`.
+struct Stats {
+    /// `None` without `STATS_VQ`, and after teardown.
+    queue: Option<BufferQueue<StatsBuf>>,
+    /// The buffer while the driver holds it (before the first post, or if a post failed).
+    spare: Option<KBox<StatsBuf>>,
+    /// Requests answered, for the log.
+    served: u64,
+}
+
 /// One bound balloon device.
 #[pin_data]
 pub(crate) struct VBalloon {
     dev: ARef<Device>,
     geometry: PageGeometry,
     floor_bytes: u64,
+    queues: QueueMap,
     #[pin]
     acked: AckEvent,
     #[pin]
@@ -84,18 +105,38 @@ pub(crate) struct VBalloon {
     list: BalloonList<VBalloon>,
     #[pin]
     resize: DelayedWork<VBalloon>,
+    #[pin]
+    stats: Mutex<Stats>,
+    /// Set by remove (under this IRQ-safe lock, which the stats callback takes to queue work),
+    /// so no stats work is queued once remove has flushed it.
+    #[pin]
+    stats_stop: SpinLockIrq<bool>,
+    #[pin]
+    stats_work: Work<VBalloon, 1>,
 }
 
 impl_has_delayed_work! {
     impl HasDelayedWork<Self> for VBalloon { self.resize }
 }
+impl_has_work! {
+    impl HasWork<Self, 1> for VBalloon { self.stats_work }
+}
 impl_has_balloon_list!(VBalloon, list);
 
 const MIB: u64 = 1 << 20;
 
+/// The wire bytes of every batch, empty ones included (the queue skips those).
+fn wires(batches: &[PfnBatch]) -> [&[u8]; INFLIGHT] {
+    let mut bufs: [&[u8]; INFLIGHT] = [&[]; INFLIGHT];
+    for (buf, batch) in bufs.iter_mut().zip(batches) {
+        *buf = batch.wire();
+    }
+    bufs
+}
+
 impl VBalloon {
     fn max_step_pages(&self) -> usize {
-        INFLIGHT * self.geometry.pages_per_buffer()
+        INFLIGHT.saturating_mul(self.geometry.pages_per_buffer())
     }
 
     /// Queues the resize work after `delay_ms`. Callers hold `state` (or run before teardown
@@ -115,7 +156,7 @@ impl VBalloon {
     fn step(&self, st: &mut State) -> Option<u32> {
         let num_pages = self.dev.read(NUM_PAGES);
         let headroom = Headroom {
-            available_bytes: mm::mem_available_bytes(),
+            available_bytes: self.geometry.pages_to_bytes(mm::mem_available_pages()),
             floor_bytes: self.floor_bytes,
         };
         let step = target::next_step(
@@ -181,7 +222,7 @@ impl VBalloon {
     }
 
     fn held_mib(&self, pages: u64) -> u64 {
-        pages * self.geometry.page_bytes() / MIB
+        self.geometry.pages_to_bytes(pages) / MIB
     }
 
     /// Allocates up to `n` pages, puts them in the balloon and tells the host. Returns how
@@ -194,9 +235,9 @@ impl VBalloon {
             ..
         } = st;
         let q = queues.as_mut().ok_or(ENODEV)?;
+        batches.iter_mut().for_each(PfnBatch::clear);
         let mut got = 0usize;
         'outer: for batch in batches.iter_mut() {
-            batch.clear();
             while got < n && !batch.is_full() {
                 let Some(page) = BalloonPage::alloc() else {
                     break 'outer;
@@ -212,18 +253,11 @@ impl VBalloon {
                 // The page is the host's from here; migration cannot touch it before the ack,
                 // because it try-locks `state`, which we hold.
                 self.list.enqueue(page);
-                got += 1;
+                got = got.saturating_add(1);
             }
         }
-        for batch in batches.iter_mut().skip_while(|b| !b.is_empty()).skip(1) {
-            batch.clear();
-        }
-        let mut bufs: [&[u8]; INFLIGHT] = [&[]; INFLIGHT];
-        for (buf, batch) in bufs.iter_mut().zip(batches.iter()) {
-            *buf = batch.wire();
-        }
-        *held += got as u64;
-        let r = q.inflate.transfer(&bufs, &self.acked);
+        *held = held.saturating_add(got as u64);
+        let r = q.inflate.transfer(&wires(batches), &self.acked);
         self.write_actual(*held);
         r.map(|()| got)
     }
@@ -239,9 +273,9 @@ impl VBalloon {
             ..
         } = st;
         let q = queues.as_mut().ok_or(ENODEV)?;
+        batches.iter_mut().for_each(PfnBatch::clear);
         let mut got = 0usize;
         'outer: for batch in batches.iter_mut() {
-            batch.clear();
             while got < n && !batch.is_full() {
                 let Some(page) = self.list.dequeue() else {
                     break 'outer;
@@ -256,21 +290,17 @@ impl VBalloon {
                     self.list.enqueue(e.0);
                     break 'outer;
                 }
-                got += 1;
+                got = got.saturating_add(1);
             }
         }
         if got == 0 {
             return Ok(0);
         }
-        let mut bufs: [&[u8]; INFLIGHT] = [&[]; INFLIGHT];
-        for (buf, batch) in bufs.iter_mut().zip(batches.iter()) {
-            *buf = batch.wire();
-        }
-        match q.deflate.transfer(&bufs, &self.acked) {
+        match q.deflate.transfer(&wires(batches), &self.acked) {
             Ok(()) => {
                 // Told and acked: the pages are the guest's again.
                 leaving.clear();
-                *held -= got as u64;
+                *held = held.saturating_sub(got as u64);
                 self.write_actual(*held);
                 Ok(got)
             }
@@ -296,7 +326,7 @@ impl VBalloon {
                     drop(st);
                     fsleep(Delta::from_millis(1));
                     st = self.state.lock();
-                    waits += 1;
+                    waits = waits.saturating_add(1);
                     if waits > 5000 {
                         dev_err!(
                             self.dev.as_dev(),
@@ -322,6 +352,45 @@ impl VBalloon {
         // stopped answering) are no longer the host's and are freed when the list drops.
         st.queues = None;
         st.held = 0;
+    }
+}
+
+impl VBalloon {
+    /// Refills the statistics buffer from the kernel's counters and gives it to the host:
+    /// at `ready` (the first, already valid buffer) and whenever the host returns it.
+    fn refresh_stats(&self) {
+        let mut guard = self.stats.lock();
+        let Stats {
+            queue,
+            spare,
+            served,
+        } = &mut *guard;
+        let Some(q) = queue.as_mut() else {
+            return;
+        };
+        let Some(mut buf) = spare.take().or_else(|| q.take_used()) else {
+            return;
+        };
+        buf.fill(&mm::stats_sample(), mm::page_shift());
+        match q.post(buf) {
+            Ok(()) => *served = served.wrapping_add(1),
+            Err((e, buf)) => {
+                dev_warn!(
+                    self.dev.as_dev(),
+                    "could not post the stats buffer ({:?})\n",
+                    e
+                );
+                *spare = Some(buf);
+            }
+        }
+    }
+}
+
+impl WorkItem<1> for VBalloon {
+    type Pointer = Arc<VBalloon>;
+
+    fn run(this: Arc<VBalloon>) {
+        this.refresh_stats();
     }
 }
 
@@ -359,7 +428,7 @@ impl Migrate for VBalloon {
 
 impl virtio::Driver for VBalloon {
     const ID_TABLE: &'static [DeviceId] = &[DeviceId::new(VIRTIO_ID_BALLOON), DeviceId::END];
-    const FEATURES: &'static [u32] = &[F_MUST_TELL_HOST];
+    const FEATURES: &'static [u32] = &[F_MUST_TELL_HOST, F_STATS_VQ];
 
     fn probe(dev: &Device) -> Result<Arc<Self>> {
         let Some(geometry) = PageGeometry::new(mm::page_shift()) else {
@@ -370,14 +439,29 @@ impl virtio::Driver for VBalloon {
             );
             return Err(EINVAL);
         };
-        let mut vqs = dev.find_vqs::<Self>(&[c_str!("inflate"), c_str!("deflate")])?;
-        let deflate = vqs.pop().ok_or(EINVAL)?;
-        let inflate = vqs.pop().ok_or(EINVAL)?;
+        let map = QueueMap::new(|bit| dev.has_feature(bit));
+        let mut names = KVec::with_capacity(ALL_QUEUES.len(), GFP_KERNEL)?;
+        for q in ALL_QUEUES.into_iter().filter(|q| map.index(*q).is_some()) {
+            names.push(queue_name(q), GFP_KERNEL)?;
+        }
+        let mut vqs = dev.find_vqs::<Self>(&names)?.into_iter();
+        // `find_vqs` returns the queues in `map` order: inflate, deflate, then the optional ones.
+        let inflate = vqs.next().ok_or(EINVAL)?;
+        let deflate = vqs.next().ok_or(EINVAL)?;
+        let stats_queue = if map.index(Queue::Stats).is_some() {
+            Some(BufferQueue::new(vqs.next().ok_or(EINVAL)?))
+        } else {
+            None
+        };
+        let stats_buf = KBox::new(StatsBuf::new(), GFP_KERNEL)?;
         let mut batches = KVec::with_capacity(INFLIGHT, GFP_KERNEL)?;
         for _ in 0..INFLIGHT {
             batches.push(PfnBatch::new(geometry), GFP_KERNEL)?;
         }
-        let leaving = KVec::with_capacity(INFLIGHT * geometry.pages_per_buffer(), GFP_KERNEL)?;
+        let leaving = KVec::with_capacity(
+            INFLIGHT.saturating_mul(geometry.pages_per_buffer()),
+            GFP_KERNEL,
+        )?;
         let floor_bytes = crate::module_parameters::floor_mib
             .value()
             .saturating_mul(MIB);
@@ -386,6 +470,7 @@ impl virtio::Driver for VBalloon {
                 dev: dev.into(),
                 geometry,
                 floor_bytes,
+                queues: map,
                 acked <- AckEvent::new(),
                 state <- new_mutex!(State {
                     queues: Some(Queues { inflate, deflate }),
@@ -399,6 +484,13 @@ impl virtio::Driver for VBalloon {
                 // Pages leave the managed count, so MemTotal follows the balloon.
                 list <- BalloonList::new(true),
                 resize <- new_delayed_work!("vballoon::resize"),
+                stats <- new_mutex!(Stats {
+                    queue: stats_queue,
+                    spare: Some(stats_buf),
+                    served: 0,
+                }, "vballoon::stats"),
+                stats_stop <- new_spinlock_irq!(false, "vballoon::stats_stop"),
+                stats_work <- new_work!("vballoon::stats_work"),
             }? Error),
             GFP_KERNEL,
         )?;
@@ -413,6 +505,8 @@ impl virtio::Driver for VBalloon {
     }
 
     fn ready(this: ArcBorrow<'_, Self>) {
+        // The first stats buffer goes out already filled with valid values.
+        this.refresh_stats();
         Self::schedule(this, 0);
     }
 
@@ -422,15 +516,48 @@ impl virtio::Driver for VBalloon {
     }
 
     fn vq_callback(this: ArcBorrow<'_, Self>, queue: QueueIndex) {
-        if queue == INFLATE_Q || queue == DEFLATE_Q {
-            this.acked.signal();
+        match this.queues.queue(queue) {
+            Some(Queue::Inflate | Queue::Deflate) => this.acked.signal(),
+            Some(Queue::Stats) => {
+                // The host returned the stats buffer: refresh it in process context.
+                let stop = this.stats_stop.lock();
+                if !*stop {
+                    let _ = workqueue::system_freezable()
+                        .enqueue::<Arc<Self>, 1>(Arc::<Self>::from(this));
+                }
+            }
+            _ => {}
         }
     }
 
     fn remove(_dev: &Device, this: Arc<Self>) {
+        *this.stats_stop.lock() = true;
+        kext::flush_work(&this.stats_work);
         this.state.lock().stopping = true;
         kext::flush_delayed_work(&this.resize);
         this.teardown();
+        let served = {
+            let mut stats = this.stats.lock();
+            // Resets the device if the host still holds the buffer; then it is freed.
+            stats.queue = None;
+            stats.served
+        };
+        dev_info!(
+            this.dev.as_dev(),
+            "unbound; answered {} stats requests\n",
+            served
+        );
+    }
+}
+
+/// The name each queue is created with.
+fn queue_name(q: Queue) -> &'static CStr {
+    match q {
+        Queue::Inflate => c_str!("inflate"),
+        Queue::Deflate => c_str!("deflate"),
+        Queue::Stats => c_str!("stats"),
+        Queue::FreePage => c_str!("free_page_vq"),
+        Queue::Reporting => c_str!("reporting_vq"),
     }
 }
 

@@ -7,6 +7,7 @@
 #include <linux/balloon.h>
 #include <linux/mm.h>
 #include <linux/workqueue.h>
+#include <linux/vmstat.h>
 #include "helpers.h"
 
 u32 vballoon_cread_le32(struct virtio_device *vdev, unsigned int offset)
@@ -26,7 +27,8 @@ void vballoon_cwrite_le32(struct virtio_device *vdev, unsigned int offset, u32 v
 
 bool vballoon_has_feature(const struct virtio_device *vdev, unsigned int fbit)
 {
-	return virtio_has_feature(vdev, fbit);
+	/* Not virtio_has_feature(): that BUG()s on a bit the driver does not offer. */
+	return __virtio_test_bit(vdev, fbit);
 }
 
 void vballoon_clear_feature(struct virtio_device *vdev, unsigned int fbit)
@@ -104,4 +106,9 @@ struct page *vballoon_dequeue_one(struct balloon_dev_info *info)
 	page = list_first_entry(&pages, struct page, lru);
 	list_del(&page->lru);
 	return page;
+}
+
+unsigned long vballoon_node_page_state(unsigned int item)
+{
+	return global_node_page_state(item);
 }

@@ -32,5 +32,6 @@ unsigned long vballoon_mem_available_pages(void);
 unsigned int vballoon_page_shift(void);
 bool vballoon_flush_delayed_work(struct delayed_work *dwork);
 struct page *vballoon_dequeue_one(struct balloon_dev_info *info);
+unsigned long vballoon_node_page_state(unsigned int item);
 
 #endif /* VBALLOON_HELPERS_H */

@@ -4,7 +4,7 @@
 //! upstream (or away) on their own.
 
 use crate::ffi;
-use kernel::workqueue::{DelayedWork, WorkItem};
+use kernel::workqueue::{DelayedWork, Work, WorkItem};
 
 /// Waits until `work` is idle: a pending timer fires at once and the item runs to completion.
 ///
@@ -18,4 +18,10 @@ pub(crate) fn flush_delayed_work<T: WorkItem<ID>, const ID: u64>(work: &DelayedW
         let w = DelayedWork::raw_as_work(core::ptr::from_ref(work));
         ffi::vballoon_flush_delayed_work(w.cast());
     }
+}
+
+/// Waits until `work` is idle (see [`flush_delayed_work`] for re-queueing).
+pub(crate) fn flush_work<T: WorkItem<ID>, const ID: u64>(work: &Work<T, ID>) {
+    // SAFETY: `work` is a live, initialised `Work`; `raw_get` gives its `work_struct`.
+    unsafe { kernel::bindings::flush_work(Work::raw_get(core::ptr::from_ref(work))) };
 }

@@ -9,7 +9,7 @@ while (($#)); do
     case "$1" in
         --kdir) kdir=$2; shift 2;;
         --flavor) flavor=$2; shift 2;;
-        --clippy) extra+=(CLIPPY=1); shift;;
+        --clippy) extra+=(CLIPPY=1 CLIPPY_DRIVER=/usr/bin/clippy-driver); shift;;
         *) echo "usage: $0 [--kdir DIR] [--flavor guest|debug] [--clippy]" >&2; exit 2;;
     esac
 done
@@ -22,4 +22,5 @@ cp -p "$VB_ROOT/Kbuild" "$out/"
 cp -rp "$VB_ROOT/rust/." "$out/rust/"
 echo "[module] building vballoon.ko against $kdir" >&2
 make -C "$kdir" M="$out" "${KMAKE_VARS[@]}" "${extra[@]}" W=1 modules >&2
+bash "$VB_ROOT/scripts/check-no-panic.sh" "$out/vballoon.o"
 echo "$out/vballoon.ko"

@@ -8,7 +8,8 @@ log() { printf '[setup] %s\n' "$*"; }
 SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
 
 BASE_PKGS=(rustc-web rust-web-src clang-19 lld-19 llvm-19 libclang-19-dev flex bison bc
-           libelf-dev libssl-dev cpio kmod busybox-static make gcc xz-utils python3)
+           libelf-dev libssl-dev cpio kmod busybox-static make gcc xz-utils python3
+           rust-web-clippy)
 BPO_PKGS=(qemu-system-x86)
 
 missing=()

@@ -333,7 +333,11 @@ mod stats {
     #[test]
     fn exact_bytes_little_endian_no_padding() {
         let mut b = StatsBuf::new();
-        let s = Sample { total_pages: 0x0102_0304, hugetlb: None, ..Default::default() };
+        let s = Sample {
+            total_pages: 0x0102_0304,
+            hugetlb: None,
+            ..Default::default()
+        };
         b.fill(&s, 12);
         // MemTotal is the 12th entry without hugetlb: tag 5, then 0x01020304 << 12 in LE.
         let e = &b.wire()[11 * ENTRY_BYTES..12 * ENTRY_BYTES];
@@ -343,12 +347,21 @@ mod stats {
     #[test]
     fn without_hugetlb_14_tags_and_same_set_every_refill() {
         let mut b = StatsBuf::new();
-        let s = Sample { hugetlb: None, ..sample() };
+        let s = Sample {
+            hugetlb: None,
+            ..sample()
+        };
         b.fill(&s, 16);
         assert_eq!(b.count(), 14);
         let first: Vec<u16> = entries(&b).iter().map(|e| e.0).collect();
         assert!(!first.contains(&8) && !first.contains(&9));
-        b.fill(&Sample { free_pages: 99, ..s }, 16);
+        b.fill(
+            &Sample {
+                free_pages: 99,
+                ..s
+            },
+            16,
+        );
         let second: Vec<u16> = entries(&b).iter().map(|e| e.0).collect();
         assert_eq!(first, second);
         // 64 KiB pages: 99 pages of free memory.
@@ -358,7 +371,13 @@ mod stats {
     #[test]
     fn byte_conversion_saturates_instead_of_wrapping() {
         let mut b = StatsBuf::new();
-        b.fill(&Sample { total_pages: u64::MAX >> 4, ..Default::default() }, 12);
+        b.fill(
+            &Sample {
+                total_pages: u64::MAX >> 4,
+                ..Default::default()
+            },
+            12,
+        );
         assert!(entries(&b).contains(&(5, u64::MAX)));
     }
 

@@ -4,6 +4,7 @@
 //! boot scenarios and ends with `N passed, N failed`; `qemu-test demo ...` shows the balloon
 //! growing and shrinking live.
 
+mod bench;
 mod demo;
 mod guest;
 mod scenarios;
@@ -42,8 +43,8 @@ fn parse() -> Result<Args> {
         vballoon: module.context("--module is required")?,
         work: work.unwrap_or_else(|| std::env::temp_dir().join("vballoon-qemu-test")),
     };
-    if mode != "test" && mode != "demo" {
-        bail!("usage: qemu-test test|demo --kdir KDIR --module vballoon.ko [--kernel IMG] [--only NAME]");
+    if !["test", "demo", "bench"].contains(&mode.as_str()) {
+        bail!("usage: qemu-test test|demo|bench --kdir KDIR --module vballoon.ko [--kernel IMG] [--only NAME]");
     }
     Ok(Args { mode, paths, only })
 }
@@ -71,9 +72,14 @@ fn main() {
         paths: &args.paths,
         initramfs: &initramfs,
     };
-    if args.mode == "demo" {
-        if let Err(e) = demo::run(&ctx) {
-            eprintln!("demo failed: {e:#}");
+    if args.mode != "test" {
+        let r = if args.mode == "demo" {
+            demo::run(&ctx)
+        } else {
+            bench::run(&ctx)
+        };
+        if let Err(e) = r {
+            eprintln!("{} failed: {e:#}", args.mode);
             std::process::exit(1);
         }
         return;

@@ -209,6 +209,129 @@ pub fn rmmod_inflated(ctx: &Ctx) -> Result<()> {
     vm.shutdown()
 }
 
+/// Compaction while inflated moves balloon pages (the driver's migrate callback tells the host);
+/// deflating afterwards still restores MemTotal and every zone's managed count exactly.
+pub fn compaction_migrates(ctx: &Ctx) -> Result<()> {
+    let mut vm = boot(ctx, "compaction_migrates")?;
+    let total0 = vm.mem_total()?;
+    let zones0 = managed_by_zone(&mut vm)?;
+    ensure!(!zones0.is_empty(), "no managed counts in /proc/zoneinfo");
+    load(&mut vm, Drv::Rust)?;
+    // Interleave balloon pages with file pages, then free the file: compaction then has
+    // balloon pages below free holes to move.
+    vm.sh("dd if=/dev/zero of=/tmp/fill bs=1M count=700 2>/dev/null")?;
+    vm.balloon(GIB)?;
+    vm.wait_actual(GIB, MOVE_TIMEOUT)?;
+    vm.sh("rm /tmp/fill")?;
+    let before = vmstat(&mut vm, "balloon_migrate")?;
+    for _ in 0..3 {
+        vm.sh("echo 1 > /proc/sys/vm/compact_memory")?;
+    }
+    let migrated = vmstat(&mut vm, "balloon_migrate")? - before;
+    println!("    compaction moved {migrated} balloon pages");
+    ensure!(
+        migrated > 0,
+        "compaction moved no balloon page (balloon_migrate unchanged)"
+    );
+    ensure!(
+        vm.actual()? == GIB,
+        "actual moved during compaction: {} MiB",
+        vm.actual()? / MIB
+    );
+    vm.balloon(2 * GIB)?;
+    vm.wait_actual(2 * GIB, MOVE_TIMEOUT)?;
+    ensure!(
+        vm.mem_total()? == total0,
+        "MemTotal after compaction + deflate"
+    );
+    let zones1 = managed_by_zone(&mut vm)?;
+    ensure!(
+        zones0 == zones1,
+        "managed pages per zone changed: {zones0:?} -> {zones1:?}"
+    );
+    vm.assert_dmesg_clean()?;
+    vm.shutdown()
+}
+
+/// Repeated inflate/deflate cycles leave MemTotal exactly where it started (bug class 5).
+pub fn cycles_exact(ctx: &Ctx) -> Result<()> {
+    let mut vm = boot(ctx, "cycles_exact")?;
+    let total0 = vm.mem_total()?;
+    load(&mut vm, Drv::Rust)?;
+    for (i, size) in [GIB, 1536 * MIB, 700 * MIB, 1900 * MIB, 1000 * MIB + 4096]
+        .iter()
+        .enumerate()
+    {
+        vm.balloon(*size)?;
+        vm.wait_actual(*size, MOVE_TIMEOUT)?;
+        let t = vm.mem_total()?;
+        ensure!(
+            close(total0 - t, 2 * GIB - size),
+            "cycle {i}: MemTotal drop {} MiB for a {} MiB balloon",
+            (total0 - t) / MIB,
+            (2 * GIB - size) / MIB
+        );
+        vm.balloon(2 * GIB)?;
+        vm.wait_actual(2 * GIB, MOVE_TIMEOUT)?;
+        ensure!(
+            vm.mem_total()? == total0,
+            "cycle {i}: MemTotal not restored"
+        );
+    }
+    vm.assert_dmesg_clean()?;
+    vm.shutdown()
+}
+
+/// Unbind through sysfs deflates everything; bind again re-inflates to the host's target.
+pub fn unbind_bind(ctx: &Ctx) -> Result<()> {
+    let mut vm = boot(ctx, "unbind_bind")?;
+    let total0 = vm.mem_total()?;
+    load(&mut vm, Drv::Rust)?;
+    vm.balloon(1536 * MIB)?;
+    vm.wait_actual(1536 * MIB, MOVE_TIMEOUT)?;
+    let dev = vm.sh("basename /sys/bus/virtio/drivers/vballoon/virtio*")?;
+    let dev = dev.trim().to_string();
+    vm.sh(&format!(
+        "echo {dev} > /sys/bus/virtio/drivers/vballoon/unbind"
+    ))?;
+    ensure!(vm.mem_total()? == total0, "MemTotal after unbind");
+    vm.sh(&format!(
+        "echo {dev} > /sys/bus/virtio/drivers/vballoon/bind"
+    ))?;
+    vm.wait_actual(1536 * MIB, MOVE_TIMEOUT)?;
+    let t = vm.mem_total()?;
+    ensure!(
+        close(total0 - t, 512 * MIB),
+        "re-bound MemTotal drop {} MiB",
+        (total0 - t) / MIB
+    );
+    vm.balloon(2 * GIB)?;
+    vm.wait_actual(2 * GIB, MOVE_TIMEOUT)?;
+    ensure!(vm.mem_total()? == total0, "MemTotal after final deflate");
+    vm.assert_dmesg_clean()?;
+    vm.shutdown()
+}
+
+fn vmstat(vm: &mut Vm, key: &str) -> Result<u64> {
+    let out = vm.sh(&format!("grep '^{key} ' /proc/vmstat"))?;
+    Ok(out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
+
+fn managed_by_zone(vm: &mut Vm) -> Result<Vec<(String, u64)>> {
+    let out = vm.sh("awk '/^Node/{z=$4} $1==\"managed\"{print z, $2}' /proc/zoneinfo")?;
+    Ok(out
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            Some((it.next()?.to_string(), it.next()?.parse().ok()?))
+        })
+        .collect())
+}
+
 /// All scenarios, in order.
 pub fn all() -> Vec<(&'static str, fn(&Ctx) -> Result<()>)> {
     vec![
@@ -219,5 +342,8 @@ pub fn all() -> Vec<(&'static str, fn(&Ctx) -> Result<()>)> {
         ("inflate_deflate_c_driver", |c| inflate_deflate(c, Drv::C)),
         ("floor_holds", floor_holds),
         ("rmmod_inflated", rmmod_inflated),
+        ("unbind_bind", unbind_bind),
+        ("cycles_exact", cycles_exact),
+        ("compaction_migrates", compaction_migrates),
     ]
 }

@@ -63,7 +63,7 @@ impl QueueMap {
             };
             if present {
                 *slot = Some(count);
-                count += 1;
+                count = count.saturating_add(1);
             }
         }
         Self { index, count }
@@ -71,7 +71,7 @@ impl QueueMap {
 
     /// Index of `q`, if the device has it.
     pub(crate) fn index(&self, q: Queue) -> Option<u16> {
-        self.index[q as usize]
+        self.index.get(q as usize).copied().flatten()
     }
 
     /// Which queue has index `i`.

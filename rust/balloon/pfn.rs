@@ -6,6 +6,8 @@
 //! page is `PAGE_SIZE / 4096` consecutive balloon PFNs. PFNs are 32 bits wide on the wire, so a
 //! page at or above 16 TiB cannot be described; it is refused, never truncated.
 
+use core::num::NonZeroU64;
+
 /// log2 of the balloon's page size (4 KiB), fixed by the virtio spec.
 pub(crate) const BALLOON_PAGE_SHIFT: u32 = 12;
 
@@ -40,61 +42,86 @@ pub(crate) enum PfnError {
 
 /// A guest page size the balloon can work with.
 ///
+/// All arithmetic here is panic-free (no overflow checks, no division by a value the compiler
+/// cannot prove non-zero), because it runs in the kernel.
+///
 /// # Invariants
 ///
-/// `per_page` is `pfns_per_page(shift)` and is at least 1 and at most [`MAX_PFNS_PER_BUFFER`].
+/// `per_page == 1 << (shift - 12)` is at most [`MAX_PFNS_PER_BUFFER`] and
+/// `page_bytes == 1 << shift`, for the `shift` given to `new`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PageGeometry {
-    shift: u32,
-    per_page: usize,
+    per_page: NonZeroU64,
+    page_bytes: NonZeroU64,
 }
 
 impl PageGeometry {
     /// Geometry for guest pages of `1 << shift` bytes, if the balloon can use such pages.
     pub(crate) const fn new(shift: u32) -> Option<Self> {
-        match pfns_per_page(shift) {
-            Some(per_page) => Some(Self { shift, per_page }),
-            None => None,
-        }
+        let Some(n) = pfns_per_page(shift) else {
+            return None;
+        };
+        let (Some(per_page), Some(page_bytes)) = (
+            NonZeroU64::new(n as u64),
+            NonZeroU64::new((n as u64) << BALLOON_PAGE_SHIFT),
+        ) else {
+            return None;
+        };
+        Some(Self {
+            per_page,
+            page_bytes,
+        })
     }
 
     /// Balloon PFNs per guest page.
     pub(crate) const fn pfns_per_page(&self) -> usize {
-        self.per_page
+        // At most 256 (type invariant).
+        self.per_page.get() as usize
     }
 
     /// Guest page size in bytes.
     pub(crate) const fn page_bytes(&self) -> u64 {
-        1u64 << self.shift
+        self.page_bytes.get()
     }
 
     /// Guest pages that fit whole in one buffer.
-    pub(crate) const fn pages_per_buffer(&self) -> usize {
-        MAX_PFNS_PER_BUFFER / self.per_page
+    pub(crate) fn pages_per_buffer(&self) -> usize {
+        // At most 256.
+        (MAX_PFNS_PER_BUFFER as u64 / self.per_page) as usize
     }
 
-    /// Balloon (4 KiB) units in `pages` guest pages.
+    /// Balloon (4 KiB) units in `pages` guest pages, saturating.
     pub(crate) const fn pages_to_units(&self, pages: u64) -> u64 {
-        pages.saturating_mul(self.per_page as u64)
+        pages.saturating_mul(self.per_page.get())
     }
 
     /// Whole guest pages in `units` balloon units, rounding up (the C driver's `ALIGN`).
-    pub(crate) const fn units_to_pages_up(&self, units: u64) -> u64 {
-        units.div_ceil(self.per_page as u64)
+    pub(crate) fn units_to_pages_up(&self, units: u64) -> u64 {
+        units / self.per_page + u64::from(units % self.per_page != 0)
+    }
+
+    /// Whole guest pages in `bytes` bytes, rounding down.
+    pub(crate) fn bytes_to_pages(&self, bytes: u64) -> u64 {
+        bytes / self.page_bytes
+    }
+
+    /// Bytes in `pages` guest pages, saturating.
+    pub(crate) const fn pages_to_bytes(&self, pages: u64) -> u64 {
+        pages.saturating_mul(self.page_bytes.get())
     }
 
     /// First balloon PFN of the guest page with frame number `guest_pfn`.
     pub(crate) fn first_pfn(&self, guest_pfn: u64) -> Result<u32, PfnError> {
-        let shift = self.shift - BALLOON_PAGE_SHIFT;
-        let last = guest_pfn
-            .checked_add(1)
-            .and_then(|n| n.checked_shl(shift))
-            .and_then(|n| n.checked_sub(1))
-            .filter(|n| n >> shift == guest_pfn)
+        let per_page = self.per_page.get();
+        // The page's last 4 KiB frame must fit in 32 bits, so the whole page does.
+        let first = guest_pfn
+            .checked_mul(per_page)
+            .filter(|f| {
+                f.checked_add(per_page - 1)
+                    .is_some_and(|l| l <= u64::from(u32::MAX))
+            })
             .ok_or(PfnError::TooHigh)?;
-        u32::try_from(last).map_err(|_| PfnError::TooHigh)?;
-        // `last` fits in 32 bits and `first <= last`, so this cannot fail.
-        u32::try_from(guest_pfn << shift).map_err(|_| PfnError::TooHigh)
+        u32::try_from(first).map_err(|_| PfnError::TooHigh)
     }
 }
 
@@ -125,23 +152,29 @@ impl PfnBatch {
 
     /// Adds every balloon PFN of guest page `guest_pfn`, or nothing at all on error.
     pub(crate) fn push_page(&mut self, guest_pfn: u64) -> Result<(), PfnError> {
-        let n = self.geometry.pfns_per_page();
-        if self.len + n > MAX_PFNS_PER_BUFFER {
+        if self.is_full() {
             return Err(PfnError::Full);
         }
         let first = self.geometry.first_pfn(guest_pfn)?;
-        let bytes = &mut self.wire[4 * self.len..4 * (self.len + n)];
-        for (i, slot) in bytes.chunks_exact_mut(4).enumerate() {
+        let n = self.geometry.pfns_per_page();
+        let bytes = self
+            .wire
+            .get_mut(self.len.saturating_mul(4)..)
+            .and_then(|rest| rest.get_mut(..n.saturating_mul(4)))
+            .ok_or(PfnError::Full)?;
+        let mut pfn = first;
+        for slot in bytes.chunks_exact_mut(4) {
             // `first_pfn` checked that the page's last PFN fits in 32 bits.
-            slot.copy_from_slice(&first.wrapping_add(i as u32).to_le_bytes());
+            slot.copy_from_slice(&pfn.to_le_bytes());
+            pfn = pfn.wrapping_add(1);
         }
-        self.len += n;
+        self.len = self.len.saturating_add(n);
         Ok(())
     }
 
     /// Guest pages in the batch.
     pub(crate) fn pages(&self) -> usize {
-        self.len / self.geometry.pfns_per_page()
+        self.len / self.geometry.pfns_per_page().max(1)
     }
 
     /// Balloon PFNs in the batch.
@@ -156,7 +189,7 @@ impl PfnBatch {
 
     /// True when one more guest page would not fit.
     pub(crate) fn is_full(&self) -> bool {
-        self.len + self.geometry.pfns_per_page() > MAX_PFNS_PER_BUFFER
+        self.len.saturating_add(self.geometry.pfns_per_page()) > MAX_PFNS_PER_BUFFER
     }
 
     /// Empties the batch.
@@ -166,6 +199,6 @@ impl PfnBatch {
 
     /// The wire form of the batch: `len()` little-endian 32-bit PFNs, nothing more.
     pub(crate) fn wire(&self) -> &[u8] {
-        &self.wire[..4 * self.len]
+        self.wire.get(..self.len.saturating_mul(4)).unwrap_or(&[])
     }
 }

@@ -101,17 +101,21 @@ impl Default for StatsBuf {
 impl StatsBuf {
     /// An empty buffer.
     pub(crate) const fn new() -> Self {
-        Self { count: 0, wire: [0; NR_TAGS * ENTRY_BYTES] }
+        Self {
+            count: 0,
+            wire: [0; NR_TAGS * ENTRY_BYTES],
+        }
     }
 
     fn push(&mut self, tag: Tag, val: u64) {
-        if self.count == NR_TAGS {
-            return; // Unreachable: `fill` pushes each tag at most once.
-        }
-        let e = &mut self.wire[self.count * ENTRY_BYTES..(self.count + 1) * ENTRY_BYTES];
-        e[..2].copy_from_slice(&(tag as u16).to_le_bytes());
-        e[2..].copy_from_slice(&val.to_le_bytes());
-        self.count += 1;
+        // `fill` pushes each tag at most once, so there is always room.
+        let Some(e) = self.wire.chunks_exact_mut(ENTRY_BYTES).nth(self.count) else {
+            return;
+        };
+        let (t, v) = e.split_at_mut(2);
+        t.copy_from_slice(&(tag as u16).to_le_bytes());
+        v.copy_from_slice(&val.to_le_bytes());
+        self.count = self.count.saturating_add(1);
     }
 
     /// Refills the buffer from `s`, in the C driver's order and units (`page_shift` turns page
@@ -153,6 +157,8 @@ impl StatsBuf {
 
     /// The packed entries.
     pub(crate) fn wire(&self) -> &[u8] {
-        &self.wire[..self.count * ENTRY_BYTES]
+        self.wire
+            .get(..self.count.saturating_mul(ENTRY_BYTES))
+            .unwrap_or(&[])
     }
 }

@@ -29,7 +29,7 @@ pub(crate) struct Headroom {
 impl Headroom {
     /// Guest pages the balloon may still take before `available` reaches the floor.
     pub(crate) fn spare_pages(&self, geometry: &PageGeometry) -> u64 {
-        self.available_bytes.saturating_sub(self.floor_bytes) / geometry.page_bytes()
+        geometry.bytes_to_pages(self.available_bytes.saturating_sub(self.floor_bytes))
     }
 }
 
@@ -58,7 +58,7 @@ pub(crate) fn next_step(
     let target = target_pages(geometry, num_pages);
     let max = max_pages as u64;
     if target > held_pages {
-        let want = (target - held_pages).min(max);
+        let want = target.saturating_sub(held_pages).min(max);
         match want.min(headroom.spare_pages(geometry)) {
             0 => Step::AtFloor,
             // `n <= max_pages`, a usize.
@@ -66,7 +66,7 @@ pub(crate) fn next_step(
         }
     } else if target < held_pages {
         // `<= max_pages`, a usize.
-        Step::Deflate((held_pages - target).min(max) as usize)
+        Step::Deflate(held_pages.saturating_sub(target).min(max) as usize)
     } else {
         Step::Done
     }

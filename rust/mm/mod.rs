@@ -7,7 +7,7 @@
 //!
 //! C header: `include/linux/balloon.h`, `mm/balloon.c`.
 
-use crate::ffi;
+use crate::{balloon::stats::Sample, ffi};
 use core::{marker::PhantomData, ptr::NonNull};
 use kernel::{error::from_result, prelude::*, types::Opaque};
 
@@ -17,11 +17,56 @@ pub(crate) fn page_shift() -> u32 {
     unsafe { ffi::vballoon_page_shift() }
 }
 
-/// Memory the guest could hand out without swapping (`MemAvailable`), in bytes.
-pub(crate) fn mem_available_bytes() -> u64 {
+/// Memory the guest could hand out without swapping (`MemAvailable`), in pages.
+pub(crate) fn mem_available_pages() -> u64 {
     // SAFETY: `si_mem_available` only reads global counters.
-    let pages = unsafe { ffi::vballoon_mem_available_pages() };
-    (pages as u64) << page_shift()
+    unsafe { ffi::vballoon_mem_available_pages() as u64 }
+}
+
+/// The guest's memory figures from the kernel's own counters, in the kernel's units (pages and
+/// event counts), for the statistics queue. Sleeps never; allocates nothing.
+pub(crate) fn stats_sample() -> Sample {
+    use kernel::bindings as b;
+    const N: usize = b::vm_event_item_NR_VM_EVENT_ITEMS as usize;
+    let mut ev = [0 as kernel::ffi::c_ulong; N];
+    // SAFETY: `ev` has room for every vm event item.
+    unsafe { b::all_vm_events(ev.as_mut_ptr()) };
+    let e = |item: b::vm_event_item| ev.get(item as usize).map_or(0, |v| *v as u64);
+    let node = |item: b::node_stat_item| {
+        // SAFETY: Reads a global counter.
+        unsafe { ffi::vballoon_node_page_state(item) as u64 }
+    };
+    let base = (b::vm_event_item_ALLOCSTALL_NORMAL - b::zone_type_ZONE_NORMAL) as usize;
+    let alloc_stalls = (0..b::MAX_NR_ZONES as usize)
+        .map(|z| ev.get(base.saturating_add(z)).map_or(0, |v| *v as u64))
+        .fold(0u64, u64::saturating_add);
+    let mut info = b::sysinfo::default();
+    // SAFETY: `info` is a valid `sysinfo` to fill.
+    unsafe { b::si_meminfo(&mut info) };
+    #[cfg(CONFIG_HUGETLB_PAGE)]
+    let hugetlb = Some((
+        e(b::vm_event_item_HTLB_BUDDY_PGALLOC),
+        e(b::vm_event_item_HTLB_BUDDY_PGALLOC_FAIL),
+    ));
+    #[cfg(not(CONFIG_HUGETLB_PAGE))]
+    let hugetlb = None;
+    Sample {
+        swap_in_pages: e(b::vm_event_item_PSWPIN),
+        swap_out_pages: e(b::vm_event_item_PSWPOUT),
+        major_faults: e(b::vm_event_item_PGMAJFAULT),
+        minor_faults: e(b::vm_event_item_PGFAULT),
+        oom_kills: e(b::vm_event_item_OOM_KILL),
+        alloc_stalls,
+        async_scan_pages: node(b::node_stat_item_PGSCAN_KSWAPD),
+        direct_scan_pages: node(b::node_stat_item_PGSCAN_DIRECT),
+        async_reclaim_pages: node(b::node_stat_item_PGSTEAL_KSWAPD),
+        direct_reclaim_pages: node(b::node_stat_item_PGSTEAL_DIRECT),
+        hugetlb,
+        free_pages: info.freeram as u64,
+        total_pages: info.totalram as u64,
+        available_pages: mem_available_pages(),
+        file_pages: node(b::node_stat_item_NR_FILE_PAGES),
+    }
 }
 
 /// A page allocated for the balloon and owned by the driver: not on the balloon list.
@@ -197,7 +242,7 @@ impl<T: HasBalloonList> PinnedDrop for BalloonList<T> {
         let mut left = 0usize;
         while let Some(page) = self.dequeue() {
             drop(page);
-            left += 1;
+            left = left.saturating_add(1);
         }
         if left > 0 {
             pr_warn!("freed {} pages left in the balloon at teardown\n", left);

@@ -13,17 +13,14 @@
 
 mod queue;
 
-pub(crate) use queue::{AckEvent, Virtqueue};
+pub(crate) use queue::{AckEvent, BufferQueue, DeviceReadable, Virtqueue};
 
 use crate::ffi;
 use core::{marker::PhantomData, ptr::NonNull};
 use kernel::{
     error::{from_result, to_result},
     prelude::*,
-    sync::{
-        aref::{ARef, AlwaysRefCounted},
-        Arc, ArcBorrow,
-    },
+    sync::{aref::AlwaysRefCounted, Arc, ArcBorrow},
     types::{ForeignOwnable, Opaque},
     ThisModule,
 };

@@ -58,12 +58,6 @@ impl Virtqueue {
         Self { vq, owner }
     }
 
-    /// Capacity of the ring, in descriptors.
-    pub(crate) fn size(&self) -> u32 {
-        // SAFETY: `vq` is live by the type invariant.
-        unsafe { ffi::virtqueue_get_vring_size(self.vq.as_ptr()) }
-    }
-
     /// Posts every buffer of `bufs` as a device-readable buffer, notifies the device once, and
     /// waits until the device has used all of them. Between posting and return the buffers are
     /// the device's: the borrow keeps them alive and unchanged.
@@ -83,7 +77,7 @@ impl Virtqueue {
                 result = Err(e);
                 break;
             }
-            posted += 1;
+            posted = posted.saturating_add(1);
         }
         if posted == 0 {
             return result;
@@ -98,7 +92,7 @@ impl Virtqueue {
             // SAFETY: `vq` is live; we are its only user (`&mut self`).
             let token = unsafe { ffi::virtqueue_get_buf(self.vq.as_ptr(), &mut len) };
             if !token.is_null() {
-                posted -= 1;
+                posted = posted.saturating_sub(1);
                 continue;
             }
             // SAFETY: `vq` is live.
@@ -111,10 +105,78 @@ impl Virtqueue {
         }
         result
     }
+}
 
-    /// The device this queue belongs to.
-    pub(crate) fn device(&self) -> &Device {
-        &self.owner.dev
+/// A buffer the device reads, that a [`BufferQueue`] can own while the device has it.
+pub(crate) trait DeviceReadable: Send {
+    /// The bytes the device reads. Must not change while the buffer is posted (it cannot: the
+    /// queue owns the buffer then).
+    fn bytes(&self) -> &[u8];
+}
+
+/// A virtqueue with at most one device-readable buffer outstanding, owned by the queue while the
+/// device has it (the statistics queue's model: the device returns the buffer to ask for fresh
+/// contents).
+///
+/// # Invariants
+///
+/// When `posted` is `Some`, its buffer is on the ring and the device may read it.
+pub(crate) struct BufferQueue<B: DeviceReadable> {
+    vq: Virtqueue,
+    posted: Option<KBox<B>>,
+}
+
+impl<B: DeviceReadable> BufferQueue<B> {
+    /// Wraps `vq`, which must have no buffer outstanding.
+    pub(crate) fn new(vq: Virtqueue) -> Self {
+        Self { vq, posted: None }
+    }
+
+    /// Posts `buf` and notifies the device. With a buffer already outstanding, or when the ring
+    /// refuses it, the buffer comes back with the error.
+    pub(crate) fn post(&mut self, buf: KBox<B>) -> core::result::Result<(), (Error, KBox<B>)> {
+        if self.posted.is_some() {
+            return Err((EBUSY, buf));
+        }
+        let bytes = buf.bytes();
+        let Ok(len) = u32::try_from(bytes.len()) else {
+            return Err((EINVAL, buf));
+        };
+        // SAFETY: `vq` is live; the buffer is heap memory that `self.posted` owns from here
+        // until the device returns it (`take_used`) or is reset (`drop`).
+        let r = to_result(unsafe {
+            ffi::vballoon_add_outbuf(self.vq.vq.as_ptr(), bytes.as_ptr().cast_mut().cast(), len)
+        });
+        if let Err(e) = r {
+            return Err((e, buf));
+        }
+        self.posted = Some(buf);
+        // SAFETY: `vq` is live.
+        unsafe { ffi::virtqueue_kick(self.vq.vq.as_ptr()) };
+        Ok(())
+    }
+
+    /// The posted buffer, if the device has returned it.
+    pub(crate) fn take_used(&mut self) -> Option<KBox<B>> {
+        self.posted.as_ref()?;
+        let mut len = 0u32;
+        // SAFETY: `vq` is live; we are its only user (`&mut self`).
+        let token = unsafe { ffi::virtqueue_get_buf(self.vq.vq.as_ptr(), &mut len) };
+        if token.is_null() {
+            None
+        } else {
+            self.posted.take()
+        }
+    }
+}
+
+impl<B: DeviceReadable> Drop for BufferQueue<B> {
+    fn drop(&mut self) {
+        if self.posted.is_some() {
+            // The device may still read the buffer: reset it before the buffer is freed.
+            // Queues are dropped at teardown only, when the device is going away anyway.
+            self.vq.owner.dev.reset();
+        }
     }
 }
 
@@ -141,7 +203,9 @@ impl AckEvent {
 
     /// Signals the event. Safe in hard-IRQ context.
     pub(crate) fn signal(&self) {
-        *self.seq.lock() += 1;
+        let mut seq = self.seq.lock();
+        *seq = seq.wrapping_add(1);
+        drop(seq);
         self.cv.notify_all();
     }
 
