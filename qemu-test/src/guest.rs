@@ -103,6 +103,8 @@ pub struct VmOpts {
     pub mem_mib: u64,
     pub balloon_device: String,
     pub append: String,
+    /// Let the machine reset (QMP `system_reset`) instead of exiting on reboot.
+    pub allow_reset: bool,
 }
 
 impl Default for VmOpts {
@@ -111,6 +113,7 @@ impl Default for VmOpts {
             mem_mib: 2048,
             balloon_device: "virtio-balloon-pci,id=balloon0".into(),
             append: String::new(),
+            allow_reset: false,
         }
     }
 }
@@ -150,40 +153,36 @@ impl Vm {
         let console = dir.join("console.log");
         let (accel, _) = pick_accel();
         let mut c = Command::new("qemu-system-x86_64");
-        c.args([
-            "-accel",
-            accel,
-            "-nodefaults",
-            "-display",
-            "none",
-            "-no-reboot",
-        ])
-        .args(["-m", &format!("{}M", opts.mem_mib), "-smp", "2"])
-        .arg("-kernel")
-        .arg(&paths.kernel)
-        .arg("-initrd")
-        .arg(initramfs)
-        .args([
-            "-append",
-            &format!(
-                "console=ttyS0 panic=-1 oops=panic loglevel=7 {}",
-                opts.append
-            ),
-        ])
-        .args(["-device", &opts.balloon_device])
-        .arg("-qmp")
-        .arg(format!("unix:{},server=on,wait=off", qmp_sock.display()))
-        .arg("-serial")
-        .arg(format!("file:{}", console.display()))
-        .arg("-chardev")
-        .arg(format!(
-            "socket,id=cmd,path={},server=on,wait=off",
-            cmd_sock.display()
-        ))
-        .args(["-serial", "chardev:cmd"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("qemu.stderr"))?);
+        c.args(["-accel", accel, "-nodefaults", "-display", "none"]);
+        if !opts.allow_reset {
+            c.arg("-no-reboot");
+        }
+        c.args(["-m", &format!("{}M", opts.mem_mib), "-smp", "2"])
+            .arg("-kernel")
+            .arg(&paths.kernel)
+            .arg("-initrd")
+            .arg(initramfs)
+            .args([
+                "-append",
+                &format!(
+                    "console=ttyS0 panic=-1 oops=panic loglevel=7 {}",
+                    opts.append
+                ),
+            ])
+            .args(["-device", &opts.balloon_device])
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", qmp_sock.display()))
+            .arg("-serial")
+            .arg(format!("file:{}", console.display()))
+            .arg("-chardev")
+            .arg(format!(
+                "socket,id=cmd,path={},server=on,wait=off",
+                cmd_sock.display()
+            ))
+            .args(["-serial", "chardev:cmd"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("qemu.stderr"))?);
         if accel == "kvm" {
             c.args(["-cpu", "host"]);
         }
@@ -355,6 +354,38 @@ impl Vm {
                 );
             }
         }
+    }
+
+    /// `qom-get` of a property, as JSON.
+    pub fn qom_get(&mut self, path: &str, property: &str) -> Result<serde_json::Value> {
+        self.qmp
+            .execute(&qmp::qom_get {
+                path: path.into(),
+                property: property.into(),
+            })
+            .map_err(|e| anyhow!("qom-get {path} {property}: {e:?}"))
+    }
+
+    /// `qom-set` of a property.
+    pub fn qom_set(&mut self, path: &str, property: &str, value: serde_json::Value) -> Result<()> {
+        self.qmp
+            .execute(&qmp::qom_set {
+                path: path.into(),
+                property: property.into(),
+                value,
+            })
+            .map_err(|e| anyhow!("qom-set {path} {property}: {e:?}"))?;
+        Ok(())
+    }
+
+    /// Resets the machine (QMP `system_reset`) and waits for the guest shell to come back.
+    pub fn system_reset(&mut self) -> Result<()> {
+        self.qmp
+            .execute(&qmp::system_reset {})
+            .map_err(|e| anyhow!("system_reset: {e:?}"))?;
+        self.wait_line("VB_READY", Duration::from_secs(180))
+            .context("guest did not come back after reset")?;
+        Ok(())
     }
 
     /// The guest kernel log.

@@ -8,6 +8,7 @@ mod bench;
 mod demo;
 mod guest;
 mod scenarios;
+mod stats;
 
 use anyhow::{bail, Context, Result};
 use guest::Paths;

@@ -345,5 +345,12 @@ pub fn all() -> Vec<(&'static str, fn(&Ctx) -> Result<()>)> {
         ("unbind_bind", unbind_bind),
         ("cycles_exact", cycles_exact),
         ("compaction_migrates", compaction_migrates),
+        ("stats_vballoon", |c| {
+            crate::stats::stats_scenario(c, Drv::Rust)
+        }),
+        ("stats_c_driver", |c| {
+            crate::stats::stats_scenario(c, Drv::C)
+        }),
+        ("stats_side_by_side", crate::stats::stats_side_by_side),
     ]
 }
