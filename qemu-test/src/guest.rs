@@ -406,7 +406,7 @@ impl Vm {
             "UBSAN",
             "KASAN",
             "KFENCE",
-            "kmemleak",
+            "suspected memory leak",
             "possible circular locking",
             "inconsistent lock state",
             "Invalid wait context",
@@ -423,6 +423,32 @@ impl Vm {
             .collect();
         if !hits.is_empty() {
             bail!("dmesg has reports:\n{}", hits.join("\n"));
+        }
+        self.assert_no_leaks()
+    }
+
+    /// On kernels with kmemleak: scan now and fail on any leak whose allocation backtrace
+    /// goes through a balloon driver (either module).
+    pub fn assert_no_leaks(&mut self) -> Result<()> {
+        let (rc, _) = self.sh_rc(
+            "test -e /sys/kernel/debug/kmemleak",
+            Duration::from_secs(10),
+        )?;
+        if rc != 0 {
+            return Ok(());
+        }
+        let report =
+            self.sh("echo scan > /sys/kernel/debug/kmemleak; cat /sys/kernel/debug/kmemleak")?;
+        let ours: Vec<&str> = report
+            .split("unreferenced object")
+            .filter(|r| r.contains("[vballoon]") || r.contains("[virtio_balloon]"))
+            .collect();
+        if !ours.is_empty() {
+            bail!(
+                "kmemleak: {} leaks from a balloon driver:\n{}",
+                ours.len(),
+                ours.join("\n")
+            );
         }
         Ok(())
     }
