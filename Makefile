@@ -22,7 +22,7 @@ module: setup
 	bash scripts/module.sh $(if $(KDIR),--kdir $(KDIR))
 
 test:
-	bash scripts/test.sh guest
+	bash scripts/test.sh all
 
 test-debug:
 	bash scripts/test.sh debug

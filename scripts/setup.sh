@@ -11,6 +11,10 @@ BASE_PKGS=(rustc-web rust-web-src clang-19 lld-19 llvm-19 libclang-19-dev flex b
            libelf-dev libssl-dev cpio kmod busybox-static make gcc xz-utils python3
            rust-web-clippy)
 BPO_PKGS=(qemu-system-x86)
+# libvirt 11 from backports for the virsh setmem/dommemstat test. Named per package (not
+# -t bookworm-backports), which would also upgrade systemd.
+LIBVIRT_PKGS=(libvirt-daemon-driver-qemu libvirt-clients libvirt-daemon libvirt0 libvirt-common
+              libvirt-daemon-common libvirt-daemon-log)
 
 missing=()
 for p in "${BASE_PKGS[@]}" "${BPO_PKGS[@]}"; do
@@ -21,6 +25,10 @@ if dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null | grep -q '^1:7'; t
     missing+=(qemu-system-x86)
 fi
 
+for p in "${LIBVIRT_PKGS[@]}"; do
+    dpkg-query -W -f='${Version}' "$p" 2>/dev/null | grep -q '^11\.' || { missing+=(libvirt); break; }
+done
+
 if ((${#missing[@]})); then
     log "installing Debian packages: ${missing[*]}"
     if [ ! -f /etc/apt/sources.list.d/bookworm-backports.list ]; then
@@ -30,13 +38,15 @@ if ((${#missing[@]})); then
     # Third-party lists on some images are unreachable here; their failure must not stop us.
     $SUDO apt-get update -q || log "apt-get update reported errors (continuing)"
     base_missing=(); for p in "${missing[@]}"; do
-        case " ${BPO_PKGS[*]} " in *" $p "*) ;; *) base_missing+=("$p");; esac
+        case " ${BPO_PKGS[*]} libvirt " in *" $p "*) ;; *) base_missing+=("$p");; esac
     done
     if ((${#base_missing[@]})); then
         DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${base_missing[@]}"
     fi
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
         -t bookworm-backports "${BPO_PKGS[@]}"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
+        "${LIBVIRT_PKGS[@]/%//bookworm-backports}"
 else
     log "Debian packages: all present"
 fi

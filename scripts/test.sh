@@ -1,35 +1,50 @@
 #!/usr/bin/env bash
-# make test / make test-debug: set up, build kernel (cached) and module, run the host unit tests
-# and the boot tests. The last line is "N passed, N failed" over both.
+# make test:       host unit tests, then the boot tests on the test kernel and on the debug kernel
+# make test-debug: the boot tests on the debug kernel only
+# Both end with one line "N passed, N failed" over everything they ran.
+#   scripts/test.sh all|guest|debug [qemu-test args, e.g. --only stats]
 set -uo pipefail
 . "$(dirname "$0")/env.sh"
-flavor=${1:-guest}
+what=${1:-all}
 shift || true
 start=$(date +%s)
-bash "$VB_ROOT/scripts/setup.sh" || { echo "setup failed"; echo "0 passed, 1 failed"; exit 1; }
-kdir=$(bash "$VB_ROOT/scripts/kernel.sh" "$flavor" | tail -1) || { echo "kernel build failed"; echo "0 passed, 1 failed"; exit 1; }
-module=$(bash "$VB_ROOT/scripts/module.sh" --kdir "$kdir" | tail -1) || { echo "module build failed"; echo "0 passed, 1 failed"; exit 1; }
-echo "[test] kernel: $kdir"
-echo "[test] module: $module"
+passed=0; failed=0; skipped=0
+finish() {
+    echo "[test] took $(( $(date +%s) - start )) s"
+    echo "$passed passed, $failed failed, $skipped skipped"
+    [ "$failed" = 0 ]
+    exit $?
+}
+fail_step() { echo "[test] $1"; failed=$((failed + 1)); finish; }
 
-passed=0; failed=0
-echo "[test] host unit tests (cargo test)"
+bash "$VB_ROOT/scripts/setup.sh" || fail_step "setup failed"
 cd "$VB_ROOT"
-out=$(cargo test --workspace 2>&1); rc=$?
-echo "$out" | grep -E '^test |test result|error' 
-while read -r p f; do passed=$((passed + p)); failed=$((failed + f)); done < <(
-    echo "$out" | sed -nE 's/^test result: [a-zA-Z]+\. ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/p')
-[ $rc = 0 ] || { echo "[test] cargo test failed (exit $rc)"; [ "$failed" -gt 0 ] || failed=$((failed + 1)); }
 
-echo "[test] boot tests ($flavor kernel)"
-cargo build -q --release -p qemu-test || { echo "harness build failed"; failed=$((failed + 1)); }
-bout=$(mktemp)
-"$VB_ROOT/target/release/qemu-test" test --kdir "$kdir" --module "$module" \
-    --work "$VB_CACHE/run-$flavor" "$@" | tee "$bout"
-read -r bp bf < <(sed -nE 's/^boot tests: ([0-9]+) passed, ([0-9]+) failed$/\1 \2/p' "$bout")
-if [ -z "${bp:-}" ]; then echo "[test] boot harness did not finish"; failed=$((failed + 1)); else
-    passed=$((passed + bp)); failed=$((failed + bf)); fi
-rm -f "$bout"
-echo "[test] took $(( $(date +%s) - start )) s"
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+if [ "$what" != debug ]; then
+    echo "[test] host unit tests (cargo test)"
+    out=$(cargo test --workspace 2>&1); rc=$?
+    echo "$out" | grep -E '^test |test result|^error'
+    while read -r p f; do passed=$((passed + p)); failed=$((failed + f)); done < <(
+        echo "$out" | sed -nE 's/^test result: [a-zA-Z]+\. ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/p')
+    [ $rc = 0 ] || { echo "[test] cargo test failed (exit $rc)"; [ "$failed" -gt 0 ] || failed=$((failed + 1)); }
+fi
+
+cargo build -q --release -p qemu-test || fail_step "harness build failed"
+flavors=(guest debug); [ "$what" = all ] || flavors=("$what")
+for flavor in "${flavors[@]}"; do
+    kdir=$(bash "$VB_ROOT/scripts/kernel.sh" "$flavor" | tail -1) || fail_step "$flavor kernel build failed"
+    module=$(bash "$VB_ROOT/scripts/module.sh" --kdir "$kdir" | tail -1) || fail_step "module build against the $flavor kernel failed"
+    echo "[test] boot tests on the $flavor kernel ($kdir)"
+    bout=$(mktemp)
+    "$VB_ROOT/target/release/qemu-test" test --kdir "$kdir" --module "$module" \
+        --work "$VB_CACHE/run-$flavor" "$@" | sed -u "s/^/[$flavor] /" | tee "$bout"
+    read -r bp bf bs < <(sed -nE 's/^\[[a-z]+\] boot tests: ([0-9]+) passed, ([0-9]+) failed, ([0-9]+) skipped$/\1 \2 \3/p' "$bout")
+    rm -f "$bout"
+    if [ -z "${bp:-}" ]; then
+        echo "[test] the $flavor boot harness did not finish"; failed=$((failed + 1))
+    else
+        passed=$((passed + bp)); failed=$((failed + bf)); skipped=$((skipped + bs))
+    fi
+    unset bp bf bs
+done
+finish

@@ -118,10 +118,28 @@ impl Default for VmOpts {
     }
 }
 
-/// A running guest.
+/// A running guest under a QEMU process the harness started itself.
 pub struct Vm {
     child: Child,
     qmp: Qmp<qapi::Stream<BufReader<UnixStream>, UnixStream>>,
+    pub shell: Shell,
+}
+
+impl std::ops::Deref for Vm {
+    type Target = Shell;
+    fn deref(&self) -> &Shell {
+        &self.shell
+    }
+}
+
+impl std::ops::DerefMut for Vm {
+    fn deref_mut(&mut self) -> &mut Shell {
+        &mut self.shell
+    }
+}
+
+/// The guest's shell on its second serial port, and its kernel console log.
+pub struct Shell {
     cmd: BufReader<UnixStream>,
     pub console: PathBuf,
 }
@@ -196,102 +214,11 @@ impl Vm {
         let mut vm = Vm {
             child,
             qmp,
-            cmd: BufReader::new(cmd),
-            console,
+            shell: Shell::new(cmd, console),
         };
         vm.wait_line("VB_READY", Duration::from_secs(180))
             .context("guest did not boot")?;
         Ok(vm)
-    }
-
-    fn wait_line(&mut self, want: &str, timeout: Duration) -> Result<Vec<String>> {
-        let start = Instant::now();
-        let mut lines = Vec::new();
-        self.cmd
-            .get_ref()
-            .set_read_timeout(Some(Duration::from_millis(500)))?;
-        let mut buf = Vec::new();
-        loop {
-            if start.elapsed() > timeout {
-                bail!(
-                    "timed out after {:?} waiting for {want:?}; console tail:\n{}",
-                    timeout,
-                    self.console_tail(30)
-                );
-            }
-            match self.cmd.read_until(b'\n', &mut buf) {
-                Ok(0) => bail!(
-                    "guest shell closed; console tail:\n{}",
-                    self.console_tail(30)
-                ),
-                Ok(_) if buf.ends_with(b"\n") => {
-                    let line = String::from_utf8_lossy(&buf)
-                        .trim_end_matches(['\r', '\n'])
-                        .to_string();
-                    buf.clear();
-                    if line.starts_with(want) {
-                        lines.push(line);
-                        return Ok(lines);
-                    }
-                    lines.push(line);
-                }
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    if let Some(st) = self.child.try_wait()? {
-                        bail!(
-                            "qemu exited ({st}); console tail:\n{}",
-                            self.console_tail(40)
-                        );
-                    }
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    /// Runs a shell command in the guest; returns its exit code and output.
-    pub fn sh_rc(&mut self, cmd: &str, timeout: Duration) -> Result<(i32, String)> {
-        let w = self.cmd.get_mut();
-        w.write_all(cmd.as_bytes())?;
-        w.write_all(b"\n")?;
-        let mut lines = self
-            .wait_line("__VB_END__ ", timeout)
-            .with_context(|| format!("guest command {cmd:?}"))?;
-        let end = lines.pop().unwrap_or_default();
-        let rc = end
-            .trim_start_matches("__VB_END__ ")
-            .trim()
-            .parse()
-            .unwrap_or(-1);
-        Ok((rc, lines.join("\n")))
-    }
-
-    /// Runs a shell command that must succeed.
-    pub fn sh(&mut self, cmd: &str) -> Result<String> {
-        let (rc, out) = self.sh_rc(cmd, Duration::from_secs(120))?;
-        if rc != 0 {
-            bail!("guest command {cmd:?} failed with {rc}: {out}");
-        }
-        Ok(out)
-    }
-
-    /// A /proc/meminfo field, in kB.
-    pub fn meminfo_kb(&mut self, key: &str) -> Result<u64> {
-        let out = self.sh(&format!("grep '^{key}:' /proc/meminfo"))?;
-        out.split_whitespace()
-            .nth(1)
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| anyhow!("no {key} in meminfo: {out}"))
-    }
-
-    /// Guest MemTotal in bytes.
-    pub fn mem_total(&mut self) -> Result<u64> {
-        Ok(self.meminfo_kb("MemTotal")? * 1024)
     }
 
     /// Asks the host side for a guest size of `bytes` (QMP `balloon`).
@@ -388,6 +315,111 @@ impl Vm {
         Ok(())
     }
 
+    /// Powers the guest off and waits for QEMU to exit.
+    pub fn shutdown(mut self) -> Result<()> {
+        let _ = self.shell.cmd.get_mut().write_all(b"sync; poweroff -f\n");
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.qmp.execute(&qmp::quit {});
+        Ok(())
+    }
+}
+
+impl Shell {
+    pub fn new(cmd: UnixStream, console: PathBuf) -> Self {
+        Self {
+            cmd: BufReader::new(cmd),
+            console,
+        }
+    }
+
+    pub fn wait_line(&mut self, want: &str, timeout: Duration) -> Result<Vec<String>> {
+        let start = Instant::now();
+        let mut lines = Vec::new();
+        self.cmd
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_millis(500)))?;
+        let mut buf = Vec::new();
+        loop {
+            if start.elapsed() > timeout {
+                bail!(
+                    "timed out after {:?} waiting for {want:?}; console tail:\n{}",
+                    timeout,
+                    self.console_tail(30)
+                );
+            }
+            match self.cmd.read_until(b'\n', &mut buf) {
+                Ok(0) => bail!(
+                    "guest shell closed; console tail:\n{}",
+                    self.console_tail(30)
+                ),
+                Ok(_) if buf.ends_with(b"\n") => {
+                    let line = String::from_utf8_lossy(&buf)
+                        .trim_end_matches(['\r', '\n'])
+                        .to_string();
+                    buf.clear();
+                    if line.starts_with(want) {
+                        lines.push(line);
+                        return Ok(lines);
+                    }
+                    lines.push(line);
+                }
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Runs a shell command in the guest; returns its exit code and output.
+    pub fn sh_rc(&mut self, cmd: &str, timeout: Duration) -> Result<(i32, String)> {
+        let w = self.cmd.get_mut();
+        w.write_all(cmd.as_bytes())?;
+        w.write_all(b"\n")?;
+        let mut lines = self
+            .wait_line("__VB_END__ ", timeout)
+            .with_context(|| format!("guest command {cmd:?}"))?;
+        let end = lines.pop().unwrap_or_default();
+        let rc = end
+            .trim_start_matches("__VB_END__ ")
+            .trim()
+            .parse()
+            .unwrap_or(-1);
+        Ok((rc, lines.join("\n")))
+    }
+
+    /// Runs a shell command that must succeed.
+    pub fn sh(&mut self, cmd: &str) -> Result<String> {
+        let (rc, out) = self.sh_rc(cmd, Duration::from_secs(120))?;
+        if rc != 0 {
+            bail!("guest command {cmd:?} failed with {rc}: {out}");
+        }
+        Ok(out)
+    }
+
+    /// A /proc/meminfo field, in kB.
+    pub fn meminfo_kb(&mut self, key: &str) -> Result<u64> {
+        let out = self.sh(&format!("grep '^{key}:' /proc/meminfo"))?;
+        out.split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow!("no {key} in meminfo: {out}"))
+    }
+
+    /// Guest MemTotal in bytes.
+    pub fn mem_total(&mut self) -> Result<u64> {
+        Ok(self.meminfo_kb("MemTotal")? * 1024)
+    }
+
     /// The guest kernel log.
     pub fn dmesg(&mut self) -> Result<String> {
         self.sh("dmesg")
@@ -457,20 +489,6 @@ impl Vm {
         let s = std::fs::read_to_string(&self.console).unwrap_or_default();
         let lines: Vec<&str> = s.lines().collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
-    }
-
-    /// Powers the guest off and waits for QEMU to exit.
-    pub fn shutdown(mut self) -> Result<()> {
-        let _ = self.cmd.get_mut().write_all(b"sync; poweroff -f\n");
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(30) {
-            if self.child.try_wait()?.is_some() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.qmp.execute(&qmp::quit {});
-        Ok(())
     }
 }
 

@@ -7,6 +7,7 @@
 mod bench;
 mod demo;
 mod guest;
+mod libvirt;
 mod scenarios;
 mod stats;
 
@@ -85,7 +86,7 @@ fn main() {
         }
         return;
     }
-    let (mut passed, mut failed) = (0, 0);
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     for (name, f) in scenarios::all() {
         if !args.only.is_empty() && !args.only.iter().any(|o| name.contains(o.as_str())) {
             continue;
@@ -99,6 +100,10 @@ fn main() {
                 passed += 1;
                 println!("PASS {name} ({secs:.1} s)");
             }
+            Ok(Err(e)) if e.downcast_ref::<libvirt::Skip>().is_some() => {
+                skipped += 1;
+                println!("SKIP {name} ({secs:.1} s): {e:#}");
+            }
             Ok(Err(e)) => {
                 failed += 1;
                 println!("FAIL {name} ({secs:.1} s): {e:#}");
@@ -109,6 +114,6 @@ fn main() {
             }
         }
     }
-    println!("boot tests: {passed} passed, {failed} failed");
+    println!("boot tests: {passed} passed, {failed} failed, {skipped} skipped");
     std::process::exit(if failed == 0 { 0 } else { 1 });
 }

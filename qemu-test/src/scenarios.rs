@@ -352,5 +352,9 @@ pub fn all() -> Vec<(&'static str, fn(&Ctx) -> Result<()>)> {
             crate::stats::stats_scenario(c, Drv::C)
         }),
         ("stats_side_by_side", crate::stats::stats_side_by_side),
+        (
+            "libvirt_setmem_dommemstat",
+            crate::libvirt::libvirt_setmem_dommemstat,
+        ),
     ]
 }
