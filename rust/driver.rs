@@ -440,7 +440,7 @@ impl virtio::Driver for VBalloon {
             return Err(EINVAL);
         };
         let map = QueueMap::new(|bit| dev.has_feature(bit));
-        let mut names = KVec::with_capacity(ALL_QUEUES.len(), GFP_KERNEL)?;
+        let mut names = KVec::with_capacity(usize::from(map.count()), GFP_KERNEL)?;
         for q in ALL_QUEUES.into_iter().filter(|q| map.index(*q).is_some()) {
             names.push(queue_name(q), GFP_KERNEL)?;
         }

@@ -282,6 +282,31 @@ pub fn cycles_exact(ctx: &Ctx) -> Result<()> {
     vm.shutdown()
 }
 
+/// rmmod while the balloon is still growing (remove racing the resize work, bug class 16):
+/// no hang, every page back, MemTotal exact, clean log.
+pub fn rmmod_mid_inflate(ctx: &Ctx) -> Result<()> {
+    let mut vm = boot(ctx, "rmmod_mid_inflate")?;
+    let total0 = vm.mem_total()?;
+    load(&mut vm, Drv::Rust)?;
+    for round in 0..3 {
+        vm.balloon(256 * MIB)?;
+        // Let it get going, then pull the module out from under it.
+        std::thread::sleep(Duration::from_millis(150 + 100 * round));
+        let (rc, out) = vm.sh_rc("rmmod vballoon", Duration::from_secs(60))?;
+        ensure!(rc == 0, "rmmod failed mid-inflate: {out}");
+        ensure!(
+            vm.mem_total()? == total0,
+            "round {round}: MemTotal not restored after rmmod mid-inflate"
+        );
+        vm.balloon(2 * GIB)?;
+        load(&mut vm, Drv::Rust)?;
+    }
+    vm.sh("rmmod vballoon")?;
+    ensure!(vm.mem_total()? == total0, "MemTotal at the end");
+    vm.assert_dmesg_clean()?;
+    vm.shutdown()
+}
+
 /// Unbind through sysfs deflates everything; bind again re-inflates to the host's target.
 pub fn unbind_bind(ctx: &Ctx) -> Result<()> {
     let mut vm = boot(ctx, "unbind_bind")?;
@@ -342,6 +367,7 @@ pub fn all() -> Vec<(&'static str, fn(&Ctx) -> Result<()>)> {
         ("inflate_deflate_c_driver", |c| inflate_deflate(c, Drv::C)),
         ("floor_holds", floor_holds),
         ("rmmod_inflated", rmmod_inflated),
+        ("rmmod_mid_inflate", rmmod_mid_inflate),
         ("unbind_bind", unbind_bind),
         ("cycles_exact", cycles_exact),
         ("compaction_migrates", compaction_migrates),

@@ -6,12 +6,8 @@
 pub(crate) const F_MUST_TELL_HOST: u32 = 0;
 /// Memory statistics virtqueue (bit 1).
 pub(crate) const F_STATS_VQ: u32 = 1;
-/// Deflate when the guest runs out of memory (bit 2).
-pub(crate) const F_DEFLATE_ON_OOM: u32 = 2;
 /// Free page hinting for live migration (bit 3).
 pub(crate) const F_FREE_PAGE_HINT: u32 = 3;
-/// Guest poisons freed pages; `poison_val` is valid (bit 4).
-pub(crate) const F_PAGE_POISON: u32 = 4;
 /// Free page reporting virtqueue (bit 5).
 pub(crate) const F_REPORTING: u32 = 5;
 

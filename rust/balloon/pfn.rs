@@ -173,16 +173,19 @@ impl PfnBatch {
     }
 
     /// Guest pages in the batch.
+    #[allow(dead_code, reason = "used by the host unit tests")]
     pub(crate) fn pages(&self) -> usize {
         self.len / self.geometry.pfns_per_page().max(1)
     }
 
     /// Balloon PFNs in the batch.
+    #[allow(dead_code, reason = "used by the host unit tests")]
     pub(crate) fn len(&self) -> usize {
         self.len
     }
 
     /// True when no page is in the batch.
+    #[allow(dead_code, reason = "used by the host unit tests")]
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -151,6 +151,7 @@ impl StatsBuf {
     }
 
     /// Entries in the buffer.
+    #[allow(dead_code, reason = "used by the host unit tests")]
     pub(crate) fn count(&self) -> usize {
         self.count
     }

@@ -204,7 +204,9 @@ impl<T: HasBalloonList> BalloonList<T> {
             .map(|page| BalloonPage { page })
     }
 
-    unsafe extern "C" fn migrate_callback(
+    /// `balloon_dev_info::migratepage`: called by `mm/balloon.c` for a page of this list that
+    /// compaction isolated, with the new page it should become.
+    extern "C" fn migrate_callback(
         info: *mut ffi::balloon_dev_info,
         newpage: *mut ffi::page,
         page: *mut ffi::page,

@@ -137,12 +137,6 @@ impl Device {
         unsafe { ffi::vballoon_has_feature(self.as_raw(), bit) }
     }
 
-    /// Withdraws feature `bit` from negotiation. Only meaningful in [`Driver::validate`].
-    pub(crate) fn clear_feature(&self, bit: u32) {
-        // SAFETY: The device is valid by the type invariant.
-        unsafe { ffi::vballoon_clear_feature(self.as_raw(), bit) }
-    }
-
     /// Reads a little-endian 32-bit config field.
     pub(crate) fn read(&self, field: ConfigLe32) -> u32 {
         // SAFETY: The device is valid; the transport checks the offset against config size.

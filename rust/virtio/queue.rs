@@ -10,7 +10,7 @@ use kernel::{
     new_condvar, new_spinlock_irq,
     prelude::*,
     sync::{aref::ARef, Arc, CondVar, CondVarTimeoutResult, SpinLockIrq},
-    time::msecs_to_jiffies,
+    time::{delay::fsleep, msecs_to_jiffies, Delta},
 };
 
 /// Owns a device's set of queues: when the last [`Virtqueue`] of the set drops, the device is
@@ -218,11 +218,19 @@ impl AckEvent {
     fn wait_changed(&self, seen: u64) {
         let mut g = self.seq.lock();
         while *g == seen {
-            let r = self
+            match self
                 .cv
-                .wait_interruptible_timeout(&mut g, msecs_to_jiffies(WAIT_SLICE_MS));
-            if matches!(r, CondVarTimeoutResult::Timeout) {
-                break;
+                .wait_interruptible_timeout(&mut g, msecs_to_jiffies(WAIT_SLICE_MS))
+            {
+                CondVarTimeoutResult::Woken { .. } => {}
+                CondVarTimeoutResult::Timeout => break,
+                CondVarTimeoutResult::Signal { .. } => {
+                    // A signal to the waiting task (rmmod) must not turn the wait into a busy
+                    // loop; the host's answer is what ends it.
+                    drop(g);
+                    fsleep(Delta::from_millis(1));
+                    break;
+                }
             }
         }
     }
