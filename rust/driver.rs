@@ -125,6 +125,34 @@ impl_has_balloon_list!(VBalloon, list);
 
 const MIB: u64 = 1 << 20;
 
+/// Moves up to `n` pages from `take` into the batches (encoding their PFNs) and on to `keep`.
+/// Stops when `take` runs dry, the batches are full, or a page cannot be encoded (that page
+/// goes to `reject`). Returns how many pages were encoded and kept.
+fn batch_pages(
+    batches: &mut [PfnBatch],
+    n: usize,
+    mut take: impl FnMut() -> Option<BalloonPage>,
+    mut keep: impl FnMut(BalloonPage),
+    reject: impl FnOnce(BalloonPage, PfnError),
+) -> usize {
+    batches.iter_mut().for_each(PfnBatch::clear);
+    let mut got = 0usize;
+    for batch in batches.iter_mut() {
+        while got < n && !batch.is_full() {
+            let Some(page) = take() else {
+                return got;
+            };
+            if let Err(e) = batch.push_page(page.pfn()) {
+                reject(page, e);
+                return got;
+            }
+            keep(page);
+            got = got.saturating_add(1);
+        }
+    }
+    got
+}
+
 /// The wire bytes of every batch, empty ones included (the queue skips those).
 fn wires(batches: &[PfnBatch]) -> [&[u8]; INFLIGHT] {
     let mut bufs: [&[u8]; INFLIGHT] = [&[]; INFLIGHT];
@@ -235,27 +263,21 @@ impl VBalloon {
             ..
         } = st;
         let q = queues.as_mut().ok_or(ENODEV)?;
-        batches.iter_mut().for_each(PfnBatch::clear);
-        let mut got = 0usize;
-        'outer: for batch in batches.iter_mut() {
-            while got < n && !batch.is_full() {
-                let Some(page) = BalloonPage::alloc() else {
-                    break 'outer;
-                };
-                match batch.push_page(page.pfn()) {
-                    Ok(()) => {}
-                    Err(PfnError::TooHigh) => {
-                        dev_warn!(self.dev.as_dev(), "page frame {} is above what 32-bit balloon PFNs can say; not ballooning it\n", page.pfn());
-                        break 'outer;
-                    }
-                    Err(PfnError::Full) => break,
-                }
-                // The page is the host's from here; migration cannot touch it before the ack,
-                // because it try-locks `state`, which we hold.
-                self.list.enqueue(page);
-                got = got.saturating_add(1);
-            }
-        }
+        let got = batch_pages(
+            batches,
+            n,
+            BalloonPage::alloc,
+            // The page is the host's from here; migration cannot touch it before the ack,
+            // because it try-locks `state`, which we hold.
+            |page| self.list.enqueue(page),
+            |page, _| {
+                dev_warn!(
+                    self.dev.as_dev(),
+                    "page frame {} is above what 32-bit balloon PFNs can say; not ballooning it\n",
+                    page.pfn()
+                );
+            },
+        );
         *held = held.saturating_add(got as u64);
         let r = q.inflate.transfer(&wires(batches), &self.acked);
         self.write_actual(*held);
@@ -273,26 +295,21 @@ impl VBalloon {
             ..
         } = st;
         let q = queues.as_mut().ok_or(ENODEV)?;
-        batches.iter_mut().for_each(PfnBatch::clear);
-        let mut got = 0usize;
-        'outer: for batch in batches.iter_mut() {
-            while got < n && !batch.is_full() {
-                let Some(page) = self.list.dequeue() else {
-                    break 'outer;
-                };
-                // Pages went in only after their PFN encoded, so this cannot fail; if it did,
-                // keep the page in the balloon rather than lose track of it.
-                if batch.push_page(page.pfn()).is_err() {
-                    self.list.enqueue(page);
-                    break 'outer;
-                }
+        // `leaving` has room for a whole step (reserved at probe), so keeping never fails.
+        let room = leaving.capacity().saturating_sub(leaving.len());
+        let got = batch_pages(
+            batches,
+            n.min(room),
+            || self.list.dequeue(),
+            |page| {
                 if let Err(e) = leaving.push_within_capacity(page) {
                     self.list.enqueue(e.0);
-                    break 'outer;
                 }
-                got = got.saturating_add(1);
-            }
-        }
+            },
+            // Pages went in only after their PFN encoded, so this cannot happen; if it did,
+            // keep the page in the balloon rather than lose track of it.
+            |page, _| self.list.enqueue(page),
+        );
         if got == 0 {
             return Ok(0);
         }
