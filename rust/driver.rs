@@ -6,7 +6,8 @@
 //! Work runs on the freezable system workqueue (one delayed work item per device), never in
 //! the virtqueue callback, which only signals [`AckEvent`].
 //!
-//! Lock order: `state` → mm's balloon list lock → `acked`'s IRQ-safe lock. The migration
+//! Lock order: `state` → mm's balloon list lock → `acked`'s IRQ-safe lock. `stats` is never
+//! held together with `state`. `stats_stop` is a leaf, taken in hard IRQ. The migration
 //! callback only try-locks `state`, because compaction can be entered from an allocation made
 //! while `state` is held.
 
@@ -58,6 +59,12 @@ struct Queues {
 }
 
 /// Everything the resize work and the migration callback share, under `VBalloon::state`.
+///
+/// # Invariants
+///
+/// `held` counts the pages on `VBalloon::list` plus those compaction has isolated from it, and
+/// `actual` in config space says `held` after every completed transfer. `leaving` is empty
+/// between steps. Once `stopping` is set, no resize work is pending or queued again.
 struct State {
     /// `None` once teardown has reset the device.
     queues: Option<Queues>,

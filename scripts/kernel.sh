@@ -16,7 +16,8 @@ PINNED_VERSION=7.3.4-1~bpo13+1
 
 APT=$VB_CACHE/apt
 aptopts=(-o Dir::Etc::SourceList=$APT/sources.list -o Dir::Etc::SourceParts=/dev/null
-         -o Dir::State::Lists=$APT/lists -o Dir::Cache=$APT/cache -o APT::Get::List-Cleanup=0)
+         -o Dir::State::Lists=$APT/lists -o Dir::Cache=$APT/cache -o APT::Get::List-Cleanup=0
+         -o APT::Sandbox::User=root)
 
 fetch_source() {
     local deb ver
