@@ -1,6 +1,10 @@
 # Shared settings for every vballoon script (sourced, not run).
 # Everything lives under VB_CACHE (default: ~/.cache/vballoon) so repeat runs are fast; caches are
 # keyed by what went into them, never trusted by name alone.
+# cargo (rustup's, for the host crates and `cargo install bindgen-cli`) may not be on PATH in a
+# non-login shell such as CI's. The kernel and module always use Debian's rustc (RUSTC below).
+[ -d "$HOME/.cargo/bin" ] && case ":$PATH:" in *":$HOME/.cargo/bin:"*) ;; *) PATH="$HOME/.cargo/bin:$PATH";; esac
+export PATH
 VB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VB_CACHE=${VB_CACHE:-$HOME/.cache/vballoon}
 TOOLS_DIR=$VB_CACHE/tools
