@@ -52,11 +52,6 @@ void vballoon_device_ready(struct virtio_device *vdev)
 	virtio_device_ready(vdev);
 }
 
-u8 vballoon_get_status(struct virtio_device *vdev)
-{
-	return vdev->config->get_status(vdev);
-}
-
 int vballoon_add_outbuf(struct virtqueue *vq, void *buf, unsigned int len)
 {
 	struct scatterlist sg;

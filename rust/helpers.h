@@ -23,7 +23,6 @@ int vballoon_find_vqs(struct virtio_device *vdev, unsigned int nvqs, struct virt
 		      struct virtqueue_info vqs_info[]);
 void vballoon_del_vqs(struct virtio_device *vdev);
 void vballoon_device_ready(struct virtio_device *vdev);
-u8 vballoon_get_status(struct virtio_device *vdev);
 int vballoon_add_outbuf(struct virtqueue *vq, void *buf, unsigned int len);
 unsigned long vballoon_page_to_pfn(struct page *page);
 void vballoon_put_page(struct page *page);

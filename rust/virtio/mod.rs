@@ -79,8 +79,10 @@ pub(crate) trait Driver: Send + Sync + Sized + 'static {
     /// sleeping lock, never allocate with a sleeping gfp.
     fn vq_callback(_this: ArcBorrow<'_, Self>, _queue: QueueIndex) {}
 
-    /// Unbinds the device. Must leave the device reset with every queue deleted (drop every
-    /// [`Virtqueue`]) before returning. Config-change callbacks are already disabled.
+    /// Unbinds the device. Should leave the device reset with every queue deleted (drop every
+    /// [`Virtqueue`]) before returning; the adapter resets the device again afterwards either
+    /// way, so a driver that forgets leaks its queues but cannot cause a use-after-free.
+    /// Config-change callbacks are already disabled.
     fn remove(dev: &Device, this: Arc<Self>);
 }
 
@@ -245,17 +247,16 @@ impl<T: Driver> Adapter<T> {
             return;
         }
         // SAFETY: `priv` came from `into_foreign` in probe; ownership comes back here once.
-        // Virtqueue callbacks may still borrow it until the driver resets the device inside
-        // `T::remove`, which holds this `Arc` for its whole run.
         let data = unsafe { <Arc<T> as ForeignOwnable>::from_foreign(p) };
-        T::remove(dev, data);
-        // SAFETY: The device has been reset: no callback can borrow `priv` any more.
+        // Keep a reference of our own: virtqueue callbacks may borrow `priv` until the device
+        // is reset, which must not depend on the driver having kept its promise to reset.
+        T::remove(dev, data.clone());
+        // Idempotent; afterwards the device uses no buffer and no callback is running or can
+        // start (`virtio_reset_device` synchronises callbacks).
+        dev.reset();
+        // SAFETY: `vdev` is valid, and after the reset nothing reads `priv`.
         unsafe { (*vdev).priv_ = core::ptr::null_mut() };
-        // A driver that forgot to reset would leave the core to warn; do it for it.
-        // SAFETY: `vdev` is valid.
-        if unsafe { ffi::vballoon_get_status(vdev) } != 0 {
-            dev.reset();
-        }
+        drop(data);
     }
 
     extern "C" fn config_changed_callback(vdev: *mut ffi::virtio_device) {
