@@ -34,7 +34,7 @@ bench:
 	bash scripts/harness.sh bench
 
 clippy:
-	bash scripts/module.sh --clippy
+	bash scripts/lint.sh
 
 clean:
 	rm -rf build target

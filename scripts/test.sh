@@ -29,6 +29,11 @@ if [ "$what" != debug ]; then
     [ $rc = 0 ] || { echo "[test] cargo test failed (exit $rc)"; [ "$failed" -gt 0 ] || failed=$((failed + 1)); }
 fi
 
+if [ "$what" != debug ]; then
+    echo "[test] lint (rustfmt, cargo clippy, CLIPPY=1 module build)"
+    if bash "$VB_ROOT/scripts/lint.sh"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+fi
+
 cargo build -q --release -p qemu-test || fail_step "harness build failed"
 flavors=(guest debug); [ "$what" = all ] || flavors=("$what")
 for flavor in "${flavors[@]}"; do

@@ -358,7 +358,10 @@ fn managed_by_zone(vm: &mut Vm) -> Result<Vec<(String, u64)>> {
 }
 
 /// All scenarios, in order.
-pub fn all() -> Vec<(&'static str, fn(&Ctx) -> Result<()>)> {
+/// A boot scenario: its name and the function that runs it.
+pub type Scenario = (&'static str, fn(&Ctx) -> Result<()>);
+
+pub fn all() -> Vec<Scenario> {
     vec![
         ("module_binds", module_binds as fn(&Ctx) -> Result<()>),
         ("inflate_deflate_vballoon", |c| {
