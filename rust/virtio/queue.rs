@@ -62,12 +62,18 @@ impl Virtqueue {
     /// waits until the device has used all of them. Between posting and return the buffers are
     /// the device's: the borrow keeps them alive and unchanged.
     ///
-    /// `acked` must be signalled by the driver's queue callback for this queue.
+    /// `acked` must be signalled by the driver's queue callback for this queue. If the queue is
+    /// broken (the device will never answer), the device is reset before this returns `EIO`.
     pub(crate) fn transfer(&mut self, bufs: &[&[u8]], acked: &AckEvent) -> Result {
         let mut posted = 0usize;
         let mut result = Ok(());
         for buf in bufs.iter().filter(|b| !b.is_empty()) {
-            let len = u32::try_from(buf.len()).map_err(|_| EINVAL)?;
+            // Never return early once something is posted: the borrow must outlive the device's
+            // use of every posted buffer, so errors stop posting and the wait below still runs.
+            let Ok(len) = u32::try_from(buf.len()) else {
+                result = Err(EINVAL);
+                break;
+            };
             // SAFETY: `vq` is live; `buf` stays borrowed (alive, unaliased by writers) until
             // the device has returned it below; the helper uses it as the token too.
             let r = to_result(unsafe {
@@ -97,8 +103,9 @@ impl Virtqueue {
             }
             // SAFETY: `vq` is live.
             if unsafe { ffi::virtqueue_is_broken(self.vq.as_ptr()) } {
-                // The device will never return the buffers; it must be reset before they
-                // can be touched again, which dropping the queue set does.
+                // The device will never return the buffers. Reset it, so it lets go of them
+                // before the borrow ends; the queue set is unusable from here on anyway.
+                self.owner.dev.reset();
                 return Err(EIO);
             }
             acked.wait_changed(seen);
