@@ -180,7 +180,7 @@ fn fresh_stats(after: i64) -> Result<BTreeMap<String, i64>> {
     }
 }
 
-const FIELDS: [&str; 10] = [
+const FIELDS: [&str; 12] = [
     "actual",
     "unused",
     "available",
@@ -191,6 +191,9 @@ const FIELDS: [&str; 10] = [
     "minor_fault",
     "disk_caches",
     "last_update",
+    // The test kernel has hugetlb pages, so these are present too.
+    "hugetlb_pgalloc",
+    "hugetlb_pgfail",
 ];
 
 /// setmem to half and back with one driver; returns dommemstat at full size.

@@ -83,7 +83,8 @@ pub fn module_binds(ctx: &Ctx) -> Result<()> {
         !mods.contains("virtio_balloon"),
         "in-tree driver loaded: {mods}"
     );
-    let drv = vm.sh("cat /sys/bus/virtio/devices/*/driver/module/../../../module/vballoon/refcnt 2>/dev/null; readlink /sys/bus/virtio/drivers/vballoon/virtio*/driver")?;
+    // The balloon device's driver link points at vballoon (device ID 5 is the balloon).
+    let drv = vm.sh("for d in /sys/bus/virtio/devices/*; do grep -q 0x0005 $d/device && readlink $d/driver; done")?;
     ensure!(drv.contains("vballoon"), "device driver link: {drv}");
     let log = vm.dmesg()?;
     ensure!(log.contains("vballoon bound"), "no bind message in dmesg");
