@@ -10,19 +10,27 @@
 #include <linux/vmstat.h>
 #include "helpers.h"
 
-u32 vballoon_cread_le32(struct virtio_device *vdev, unsigned int offset)
+int vballoon_cread_le32(struct virtio_device *vdev, unsigned int offset, u32 *val)
 {
 	__le32 v;
 
+	if (!vdev->config->get)
+		return -EOPNOTSUPP;
+	might_sleep();
 	vdev->config->get(vdev, offset, &v, sizeof(v));
-	return le32_to_cpu(v);
+	*val = le32_to_cpu(v);
+	return 0;
 }
 
-void vballoon_cwrite_le32(struct virtio_device *vdev, unsigned int offset, u32 val)
+int vballoon_cwrite_le32(struct virtio_device *vdev, unsigned int offset, u32 val)
 {
 	__le32 v = cpu_to_le32(val);
 
+	if (!vdev->config->set)
+		return -EOPNOTSUPP;
+	might_sleep();
 	vdev->config->set(vdev, offset, &v, sizeof(v));
+	return 0;
 }
 
 bool vballoon_has_feature(const struct virtio_device *vdev, unsigned int fbit)
@@ -70,10 +78,26 @@ void vballoon_put_page(struct page *page)
 	put_page(page);
 }
 
+/*
+ * balloon_dev_info::migratepage of every vballoon list. Its C type takes an enum, which Rust
+ * cannot spell for kernel CFI, so the indirect call lands here and Rust is called directly.
+ */
+static int vballoon_migratepage(struct balloon_dev_info *info, struct page *newpage,
+				struct page *page, enum migrate_mode mode)
+{
+	return vballoon_rust_migratepage(info, newpage, page);
+}
+
 void vballoon_devinfo_init(struct balloon_dev_info *info, bool adjust_managed)
 {
 	balloon_devinfo_init(info);
 	info->adjust_managed_page_count = adjust_managed;
+	info->migratepage = vballoon_migratepage;
+}
+
+unsigned long vballoon_isolated_pages(struct balloon_dev_info *info)
+{
+	return READ_ONCE(info->isolated_pages);
 }
 
 unsigned long vballoon_mem_available_pages(void)

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * vballoon C shim: the static inlines and macros of the virtio and mm headers that Rust cannot
- * call directly. Each helper is a one-liner; every Rust caller lives in rust/virtio or rust/mm.
+ * call directly, and the C side of callbacks whose C type Rust cannot match under kernel CFI.
+ * Each helper is a one-liner; every Rust caller lives in rust/virtio or rust/mm.
  */
 #ifndef VBALLOON_HELPERS_H
 #define VBALLOON_HELPERS_H
@@ -15,8 +16,8 @@ struct page;
 struct balloon_dev_info;
 struct delayed_work;
 
-u32 vballoon_cread_le32(struct virtio_device *vdev, unsigned int offset);
-void vballoon_cwrite_le32(struct virtio_device *vdev, unsigned int offset, u32 val);
+int vballoon_cread_le32(struct virtio_device *vdev, unsigned int offset, u32 *val);
+int vballoon_cwrite_le32(struct virtio_device *vdev, unsigned int offset, u32 val);
 bool vballoon_has_feature(const struct virtio_device *vdev, unsigned int fbit);
 void vballoon_clear_feature(struct virtio_device *vdev, unsigned int fbit);
 int vballoon_find_vqs(struct virtio_device *vdev, unsigned int nvqs, struct virtqueue *vqs[],
@@ -27,10 +28,17 @@ int vballoon_add_outbuf(struct virtqueue *vq, void *buf, unsigned int len);
 unsigned long vballoon_page_to_pfn(struct page *page);
 void vballoon_put_page(struct page *page);
 void vballoon_devinfo_init(struct balloon_dev_info *info, bool adjust_managed);
+unsigned long vballoon_isolated_pages(struct balloon_dev_info *info);
 unsigned long vballoon_mem_available_pages(void);
 unsigned int vballoon_page_shift(void);
 bool vballoon_flush_delayed_work(struct delayed_work *dwork);
 struct page *vballoon_dequeue_one(struct balloon_dev_info *info);
 unsigned long vballoon_node_page_state(unsigned int item);
+
+#ifndef __BINDGEN__
+/* Defined in Rust (rust/mm/list.rs), called directly from vballoon_migratepage. */
+int vballoon_rust_migratepage(struct balloon_dev_info *info, struct page *newpage,
+			      struct page *page);
+#endif
 
 #endif /* VBALLOON_HELPERS_H */

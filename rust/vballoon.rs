@@ -8,8 +8,9 @@
 //! - [`balloon`]: the pure logic (no `unsafe`, no bindings), unit-tested on the host;
 //! - [`driver`]: the device driver, wiring the three together (safe code only).
 //!
-//! Lock order (outer first): `VBalloon::state` (mutex) → the mm balloon list's spinlock (taken
-//! inside `mm`) → `AckEvent`'s spinlock (IRQ-safe, taken inside `virtio`). The migration
+//! Lock order (outer first): `VBalloon::state` (mutex) → a virtqueue's slot lock (mutex, in
+//! `virtio`) → the mm balloon list's spinlock (taken inside `mm`) → `AckEvent`'s spinlock
+//! (IRQ-safe, in `virtio`). `VBalloon::stats` → the stats queue's slot lock. The migration
 //! callback only ever try-locks `state`.
 
 mod balloon;
@@ -19,15 +20,12 @@ mod kext;
 mod mm;
 mod virtio;
 
-use kernel::prelude::*;
-
-module! {
-    type: driver::VBalloonModule,
+virtio::module_virtio_driver! {
+    type: driver::VBalloon,
     name: "vballoon",
     authors: ["vballoon developers"],
     description: "virtio balloon driver in Rust",
     license: "GPL",
-    alias: ["virtio:d00000005v*"],
     params: {
         floor_mib: u64 {
             default: 64,

@@ -37,16 +37,22 @@ if ((${#missing[@]})); then
     fi
     # Third-party lists on some images are unreachable here; their failure must not stop us.
     $SUDO apt-get update -q || log "apt-get update reported errors (continuing)"
+    # One retry: an install interrupted half-way (seen here once: a downloaded archive vanished
+    # before dpkg unpacked it) succeeds when run again after dpkg finishes what it started.
+    apt_install() {
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "$@" && return 0
+        log "apt-get install failed; repairing and retrying once"
+        DEBIAN_FRONTEND=noninteractive $SUDO dpkg --configure -a || true
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "$@"
+    }
     base_missing=(); for p in "${missing[@]}"; do
         case " ${BPO_PKGS[*]} libvirt " in *" $p "*) ;; *) base_missing+=("$p");; esac
     done
     if ((${#base_missing[@]})); then
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${base_missing[@]}"
+        apt_install "${base_missing[@]}"
     fi
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
-        -t bookworm-backports "${BPO_PKGS[@]}"
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
-        "${LIBVIRT_PKGS[@]/%//bookworm-backports}"
+    apt_install -t bookworm-backports "${BPO_PKGS[@]}"
+    apt_install "${LIBVIRT_PKGS[@]/%//bookworm-backports}"
 else
     log "Debian packages: all present"
 fi

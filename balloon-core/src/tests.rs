@@ -263,6 +263,33 @@ fn queue_map_is_dense_like_linux() {
     assert_eq!(hint.queue(4), None);
 }
 
+#[test]
+fn buffers_in_flight_never_exceed_the_ring() {
+    // QEMU's balloon rings have 128 descriptors: the full 8 buffers.
+    assert_eq!(buffers_in_flight(128), Some(MAX_INFLIGHT));
+    assert_eq!(buffers_in_flight(8), Some(8));
+    // A small ring (a hostile or tiny host): never more buffers than descriptors.
+    for ring in 1..8 {
+        assert_eq!(buffers_in_flight(ring), Some(ring));
+    }
+    assert_eq!(buffers_in_flight(0), None);
+}
+
+#[test]
+fn pages_seen_counts_only_posted_buffers() {
+    let per = PageGeometry::new(12).unwrap().pages_per_buffer();
+    assert_eq!(per, 256);
+    // Everything posted.
+    assert_eq!(pages_seen(2048, 8, per), 2048);
+    // A partial last buffer.
+    assert_eq!(pages_seen(700, 3, per), 700);
+    // The ring took 2 of 4 buffers: the host saw 512 pages, not 1000.
+    assert_eq!(pages_seen(1000, 2, per), 512);
+    assert_eq!(pages_seen(1000, 0, per), 0);
+    // 64 KiB pages: 16 per buffer.
+    let per64 = PageGeometry::new(16).unwrap().pages_per_buffer();
+    assert_eq!(pages_seen(40, 2, per64), 32);
+}
 mod stats {
     use crate::balloon::stats::*;
 
@@ -295,7 +322,25 @@ mod stats {
             total_pages: 14,
             available_pages: 15,
             file_pages: 16,
+            no_vm_events: false,
         }
+    }
+
+    #[test]
+    fn without_vm_event_counters_only_the_four_memory_figures() {
+        // CONFIG_VM_EVENT_COUNTERS=n: the C driver's update_balloon_vm_stats adds nothing.
+        let mut b = StatsBuf::new();
+        b.fill(
+            &Sample {
+                no_vm_events: true,
+                ..sample()
+            },
+            12,
+        );
+        let tags: Vec<u16> = entries(&b).iter().map(|e| e.0).collect();
+        assert_eq!(tags, vec![4, 5, 6, 7]);
+        assert_eq!(b.wire().len(), 4 * ENTRY_BYTES);
+        assert!(entries(&b).contains(&(5, 14 << 12)));
     }
 
     #[test]

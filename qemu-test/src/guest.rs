@@ -260,6 +260,21 @@ impl Vm {
         }
     }
 
+    /// Polls `query-balloon` as fast as QMP answers until it differs from `from`; returns how
+    /// long that took.
+    pub fn wait_actual_change(&mut self, from: u64, timeout: Duration) -> Result<Duration> {
+        let start = Instant::now();
+        loop {
+            if self.actual()? != from {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() > timeout {
+                bail!("query-balloon stayed at {} MiB for {timeout:?}", from / MIB);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     /// Waits until `query-balloon` stops moving for `still`; returns the value.
     pub fn wait_actual_settled(&mut self, still: Duration, timeout: Duration) -> Result<u64> {
         let start = Instant::now();

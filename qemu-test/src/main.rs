@@ -8,6 +8,7 @@ mod bench;
 mod demo;
 mod guest;
 mod libvirt;
+mod pm;
 mod scenarios;
 mod stats;
 

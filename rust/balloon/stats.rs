@@ -80,6 +80,9 @@ pub(crate) struct Sample {
     pub(crate) available_pages: u64,
     /// `NR_FILE_PAGES` (pages).
     pub(crate) file_pages: u64,
+    /// The kernel has no VM event counters (`CONFIG_VM_EVENT_COUNTERS=n`): the C driver then
+    /// sends only the four memory figures, and so does this.
+    pub(crate) no_vm_events: bool,
 }
 
 /// A stats buffer as it goes on the wire.
@@ -130,6 +133,16 @@ impl StatsBuf {
             }
         };
         self.count = 0;
+        if !s.no_vm_events {
+            self.push_events(s, bytes);
+        }
+        self.push(Tag::MemFree, bytes(s.free_pages));
+        self.push(Tag::MemTotal, bytes(s.total_pages));
+        self.push(Tag::MemAvailable, bytes(s.available_pages));
+        self.push(Tag::DiskCaches, bytes(s.file_pages));
+    }
+
+    fn push_events(&mut self, s: &Sample, bytes: impl Fn(u64) -> u64) {
         self.push(Tag::SwapIn, bytes(s.swap_in_pages));
         self.push(Tag::SwapOut, bytes(s.swap_out_pages));
         self.push(Tag::MajorFaults, s.major_faults);
@@ -144,10 +157,6 @@ impl StatsBuf {
             self.push(Tag::HugetlbAllocs, allocs);
             self.push(Tag::HugetlbFailures, fails);
         }
-        self.push(Tag::MemFree, bytes(s.free_pages));
-        self.push(Tag::MemTotal, bytes(s.total_pages));
-        self.push(Tag::MemAvailable, bytes(s.available_pages));
-        self.push(Tag::DiskCaches, bytes(s.file_pages));
     }
 
     /// Entries in the buffer.

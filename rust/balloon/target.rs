@@ -71,3 +71,22 @@ pub(crate) fn next_step(
         Step::Done
     }
 }
+
+/// Most inflate/deflate buffers posted in one step.
+pub(crate) const MAX_INFLIGHT: usize = 8;
+
+/// Buffers to post per step on queues with `ring_size` descriptors: each buffer is one
+/// descriptor, and a step must never post more than the ring holds, or the ring refuses some
+/// and their pages would be counted without the host seeing them. `None` for an empty ring.
+pub(crate) fn buffers_in_flight(ring_size: usize) -> Option<usize> {
+    match MAX_INFLIGHT.min(ring_size) {
+        0 => None,
+        n => Some(n),
+    }
+}
+
+/// Of `got` pages batched in order into buffers of `pages_per_buffer`, how many the host saw
+/// when only the first `posted` buffers went out.
+pub(crate) fn pages_seen(got: usize, posted: usize, pages_per_buffer: usize) -> usize {
+    posted.saturating_mul(pages_per_buffer).min(got)
+}

@@ -1,83 +1,243 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Virtqueues and the event their callbacks signal.
+//! Virtqueues: created once per binding through a [`VqFactory`] (only `probe` and `restore`
+//! get one, and creating consumes it), owned as a [`VqSet`] that the binding revokes at unbind
+//! or freeze, and used one transfer at a time through [`Virtqueue`] handles.
+//!
+//! A handle that outlives its binding (a driver that kept one past `remove`) cannot touch the
+//! deleted queue: every use takes the queue's slot lock and finds it empty (`ENODEV`).
 
-use super::Device;
+use super::{
+    buffer::{contains, DeviceReadable},
+    device::Device,
+    event::AckEvent,
+    Adapter, Driver,
+};
 use crate::ffi;
-use core::ptr::NonNull;
+use core::{marker::PhantomData, ptr::NonNull};
 use kernel::{
+    device::Core,
     error::to_result,
-    new_condvar, new_spinlock_irq,
+    new_mutex,
     prelude::*,
-    sync::{aref::ARef, Arc, CondVar, CondVarTimeoutResult, SpinLockIrq},
-    time::{delay::fsleep, msecs_to_jiffies, Delta},
+    sync::{aref::ARef, Arc, Mutex},
 };
 
-/// Owns a device's set of queues: when the last [`Virtqueue`] of the set drops, the device is
-/// reset (so it lets go of every buffer and callbacks have finished) and the queues deleted.
-pub(super) struct VqOwner {
-    dev: ARef<Device>,
+/// What a queue's slot holds while the binding lives.
+struct Slot {
+    /// `None` once the set is revoked.
+    vq: Option<NonNull<ffi::virtqueue>>,
+    /// A buffer the device may still read whose owner went away: freed after the reset.
+    parked: Option<KBox<dyn Send>>,
 }
 
-impl VqOwner {
-    pub(super) fn new(dev: ARef<Device>) -> Self {
-        Self { dev }
-    }
-}
+// SAFETY: The queue pointer is only used under the slot's mutex; the parked buffer is `Send`.
+unsafe impl Send for Slot {}
 
-impl Drop for VqOwner {
-    fn drop(&mut self) {
-        self.dev.reset();
-        // SAFETY: Every `Virtqueue` of the set is gone (each holds an `Arc<VqOwner>`), and the
-        // device is reset, so nothing uses the queues any more.
-        unsafe { ffi::vballoon_del_vqs(self.dev.as_raw()) };
-    }
-}
-
-/// One virtqueue, usable by one thread at a time (`&mut self`), as the virtio core requires.
+/// One binding's set of virtqueues.
 ///
 /// # Invariants
 ///
-/// `vq` is a live queue of the set `owner` keeps alive.
-pub(crate) struct Virtqueue {
-    vq: NonNull<ffi::virtqueue>,
-    owner: Arc<VqOwner>,
+/// Every `Some` queue in `slots` is a live queue created for `dev` by the factory that made
+/// this set; the set is the only one of its device (a factory makes one, and a binding gets
+/// one factory per probe or restore). Once a slot is `None` it stays `None`.
+pub(crate) struct VqSet {
+    dev: ARef<Device>,
+    slots: KVec<Pin<KBox<Mutex<Slot>>>>,
 }
 
-// SAFETY: A virtqueue may be used from any thread, one at a time (`&mut self` methods only).
-unsafe impl Send for Virtqueue {}
+impl VqSet {
+    /// Makes the device let go of every buffer, then deletes the queues. Handles keep working
+    /// only as far as returning `ENODEV`. Idempotent.
+    ///
+    /// Call with the device already marked broken when a driver might still wait on it.
+    pub(super) fn revoke(&self) {
+        let mut live = false;
+        for slot in &self.slots {
+            live |= slot.lock().vq.take().is_some();
+        }
+        if live {
+            self.dev.reset();
+            // SAFETY: Every slot is empty, so no handle can reach the queues, and after the
+            // reset the device uses none of their buffers and no callback is running.
+            unsafe { ffi::vballoon_del_vqs(self.dev.as_raw()) };
+        }
+        // The device is reset (now or at an earlier revoke): nothing reads these any more.
+        for slot in &self.slots {
+            drop(slot.lock().parked.take());
+        }
+    }
+}
+
+impl Drop for VqSet {
+    fn drop(&mut self) {
+        self.revoke();
+    }
+}
+
+/// The one-time right to create a binding's queues, handed to `probe` and `restore`.
+pub(crate) struct VqFactory<'a, T: Driver> {
+    /// Only ever a `Device<Core>` (see `new`).
+    dev: &'a Device,
+    out: &'a mut Option<Arc<VqSet>>,
+    _t: PhantomData<T>,
+}
+
+impl<'a, T: Driver> VqFactory<'a, T> {
+    pub(super) fn new(dev: &'a Device<Core<'_>>, out: &'a mut Option<Arc<VqSet>>) -> Self {
+        Self {
+            dev,
+            out,
+            _t: PhantomData,
+        }
+    }
+
+    /// Creates the device's virtqueues, in order, with the given names. Their callbacks reach
+    /// `T::vq_callback` with the queue's position in `names`. Consumes the factory: a binding
+    /// has one queue set.
+    pub(crate) fn create(self, names: &[&'static CStr]) -> Result<KVec<Virtqueue>> {
+        let n = names.len();
+        let mut info = KVec::<ffi::virtqueue_info>::with_capacity(n, GFP_KERNEL)?;
+        let mut raw = KVec::<*mut ffi::virtqueue>::with_capacity(n, GFP_KERNEL)?;
+        let mut slots = KVec::with_capacity(n, GFP_KERNEL)?;
+        for name in names {
+            info.push(
+                ffi::virtqueue_info {
+                    name: name.as_char_ptr(),
+                    callback: Some(Adapter::<T>::vq_callback),
+                    ctx: false,
+                },
+                GFP_KERNEL,
+            )?;
+            raw.push(core::ptr::null_mut(), GFP_KERNEL)?;
+            slots.push(
+                KBox::pin_init(
+                    new_mutex!(
+                        Slot {
+                            vq: None,
+                            parked: None
+                        },
+                        "vballoon::virtio::vq_slot"
+                    ),
+                    GFP_KERNEL,
+                )?,
+                GFP_KERNEL,
+            )?;
+        }
+        let nvqs = u32::try_from(n).map_err(|_| EINVAL)?;
+        // SAFETY: `raw` and `info` have `n` valid entries; the device is valid and in probe or
+        // restore, with no queue (this factory is the binding's only one).
+        to_result(unsafe {
+            ffi::vballoon_find_vqs(self.dev.as_raw(), nvqs, raw.as_mut_ptr(), info.as_mut_ptr())
+        })?;
+        // From here the set owns the queues: an error below drops it, which deletes them.
+        let mut set = VqSet {
+            dev: self.dev.into(),
+            slots,
+        };
+        let mut ok = true;
+        for (slot, vq) in set.slots.iter_mut().zip(raw.iter()) {
+            // A null queue would be a transport bug; refuse the set rather than use it.
+            let vq = NonNull::new(*vq);
+            ok &= vq.is_some();
+            slot.lock().vq = vq;
+        }
+        let set = Arc::new(set, GFP_KERNEL)?;
+        if !ok {
+            return Err(EINVAL);
+        }
+        let mut out = KVec::with_capacity(n, GFP_KERNEL)?;
+        for index in 0..n {
+            out.push(
+                Virtqueue {
+                    set: set.clone(),
+                    index,
+                },
+                GFP_KERNEL,
+            )?;
+        }
+        *self.out = Some(set);
+        Ok(out)
+    }
+}
+
+/// One virtqueue of a [`VqSet`]. The slot lock makes its users take turns, as the virtio core
+/// requires.
+pub(crate) struct Virtqueue {
+    set: Arc<VqSet>,
+    index: usize,
+}
+
+/// How a [`Virtqueue::transfer`] went.
+pub(crate) struct Transferred {
+    /// Buffers the device was given (and has returned, unless `result` is an error).
+    pub(crate) posted: usize,
+    /// `Ok` when every buffer was posted and returned.
+    pub(crate) result: Result,
+}
 
 /// Longest a transfer waits between checks of the device (a broken device ends the wait).
 const WAIT_SLICE_MS: u32 = 1000;
 
 impl Virtqueue {
-    /// # Safety
-    ///
-    /// `vq` must be a queue created for `owner`'s device and not yet deleted.
-    pub(super) unsafe fn new(vq: NonNull<ffi::virtqueue>, owner: Arc<VqOwner>) -> Self {
-        Self { vq, owner }
+    fn slot(&self) -> Result<&Pin<KBox<Mutex<Slot>>>> {
+        self.set.slots.get(self.index).ok_or(ENODEV)
     }
 
-    /// Posts every buffer of `bufs` as a device-readable buffer, notifies the device once, and
-    /// waits until the device has used all of them. Between posting and return the buffers are
-    /// the device's: the borrow keeps them alive and unchanged.
+    /// Descriptors in the ring: buffers of one segment that can be outstanding at once.
+    pub(crate) fn ring_size(&self) -> Result<usize> {
+        let slot = self.slot()?.lock();
+        let vq = slot.vq.ok_or(ENODEV)?;
+        // SAFETY: `vq` is live while the slot holds it and we hold the slot.
+        Ok(unsafe { ffi::virtqueue_get_vring_size(vq.as_ptr()) } as usize)
+    }
+
+    /// Posts every non-empty buffer of `bufs` as device-readable, notifies the device once, and
+    /// waits until the device has used every posted buffer. The borrow keeps the buffers alive
+    /// and unchanged until then.
     ///
-    /// `acked` must be signalled by the driver's queue callback for this queue. If the queue is
-    /// broken (the device will never answer), the device is reset before this returns `EIO`.
-    pub(crate) fn transfer(&mut self, bufs: &[&[u8]], acked: &AckEvent) -> Result {
+    /// Buffers come only from `KBox` (kmalloc: the linear map the device's DMA needs), and the
+    /// bytes a buffer names must lie inside it (`EINVAL` otherwise). Posting stops at the first
+    /// error; what was posted is still waited for. `acked` must be signalled by the driver's
+    /// callback for this queue. If the device is broken (marked by unbind, or by the
+    /// transport), the device is reset before this returns `EIO`.
+    pub(crate) fn transfer<B: DeviceReadable>(
+        &self,
+        bufs: &[KBox<B>],
+        acked: &AckEvent,
+    ) -> Transferred {
+        let Ok(slot) = self.slot() else {
+            return Transferred {
+                posted: 0,
+                result: Err(ENODEV),
+            };
+        };
+        let guard = slot.lock();
+        let Some(vq) = guard.vq else {
+            return Transferred {
+                posted: 0,
+                result: Err(ENODEV),
+            };
+        };
         let mut posted = 0usize;
         let mut result = Ok(());
-        for buf in bufs.iter().filter(|b| !b.is_empty()) {
-            // Never return early once something is posted: the borrow must outlive the device's
-            // use of every posted buffer, so errors stop posting and the wait below still runs.
-            let Ok(len) = u32::try_from(buf.len()) else {
+        for buf in bufs {
+            let bytes = buf.bytes();
+            if bytes.is_empty() {
+                continue;
+            }
+            if !contains(&**buf, bytes) {
+                result = Err(EINVAL);
+                break;
+            }
+            let Ok(len) = u32::try_from(bytes.len()) else {
                 result = Err(EINVAL);
                 break;
             };
-            // SAFETY: `vq` is live; `buf` stays borrowed (alive, unaliased by writers) until
-            // the device has returned it below; the helper uses it as the token too.
+            // SAFETY: `vq` is live and ours (slot lock); `bytes` is kmalloc memory inside the
+            // borrowed `KBox`, which stays alive and unwritten until the device returns it below.
             let r = to_result(unsafe {
-                ffi::vballoon_add_outbuf(self.vq.as_ptr(), buf.as_ptr().cast_mut().cast(), len)
+                ffi::vballoon_add_outbuf(vq.as_ptr(), bytes.as_ptr().cast_mut().cast(), len)
             });
             if let Err(e) = r {
                 result = Err(e);
@@ -86,159 +246,88 @@ impl Virtqueue {
             posted = posted.saturating_add(1);
         }
         if posted == 0 {
-            return result;
+            return Transferred { posted, result };
         }
-        // SAFETY: `vq` is live.
-        unsafe { ffi::virtqueue_kick(self.vq.as_ptr()) };
-        while posted > 0 {
+        // SAFETY: `vq` is live and ours.
+        unsafe { ffi::virtqueue_kick(vq.as_ptr()) };
+        let mut left = posted;
+        while left > 0 {
             // Read the event before looking at the ring: a callback after the look changes it,
             // so the wait below cannot miss it.
             let seen = acked.current();
             let mut len = 0u32;
-            // SAFETY: `vq` is live; we are its only user (`&mut self`).
-            let token = unsafe { ffi::virtqueue_get_buf(self.vq.as_ptr(), &mut len) };
+            // SAFETY: `vq` is live and ours.
+            let token = unsafe { ffi::virtqueue_get_buf(vq.as_ptr(), &mut len) };
             if !token.is_null() {
-                posted = posted.saturating_sub(1);
+                left = left.saturating_sub(1);
                 continue;
             }
             // SAFETY: `vq` is live.
-            if unsafe { ffi::virtqueue_is_broken(self.vq.as_ptr()) } {
-                // The device will never return the buffers. Reset it, so it lets go of them
-                // before the borrow ends; the queue set is unusable from here on anyway.
-                self.owner.dev.reset();
-                return Err(EIO);
+            if unsafe { ffi::virtqueue_is_broken(vq.as_ptr()) } {
+                // The device will never return the buffers: reset it so it lets go of them
+                // before the borrow ends. The set is unusable from here on anyway.
+                self.set.dev.reset();
+                return Transferred {
+                    posted,
+                    result: Err(EIO),
+                };
             }
-            acked.wait_changed(seen);
+            acked.wait_changed(seen, WAIT_SLICE_MS);
         }
-        result
-    }
-}
-
-/// A buffer the device reads, that a [`BufferQueue`] can own while the device has it.
-pub(crate) trait DeviceReadable: Send {
-    /// The bytes the device reads. Must not change while the buffer is posted (it cannot: the
-    /// queue owns the buffer then).
-    fn bytes(&self) -> &[u8];
-}
-
-/// A virtqueue with at most one device-readable buffer outstanding, owned by the queue while the
-/// device has it (the statistics queue's model: the device returns the buffer to ask for fresh
-/// contents).
-///
-/// # Invariants
-///
-/// When `posted` is `Some`, its buffer is on the ring and the device may read it.
-pub(crate) struct BufferQueue<B: DeviceReadable> {
-    vq: Virtqueue,
-    posted: Option<KBox<B>>,
-}
-
-impl<B: DeviceReadable> BufferQueue<B> {
-    /// Wraps `vq`, which must have no buffer outstanding.
-    pub(crate) fn new(vq: Virtqueue) -> Self {
-        Self { vq, posted: None }
+        Transferred { posted, result }
     }
 
-    /// Posts `buf` and notifies the device. With a buffer already outstanding, or when the ring
-    /// refuses it, the buffer comes back with the error.
-    pub(crate) fn post(&mut self, buf: KBox<B>) -> core::result::Result<(), (Error, KBox<B>)> {
-        if self.posted.is_some() {
-            return Err((EBUSY, buf));
-        }
+    /// Posts `buf` as one device-readable buffer and notifies the device, without waiting.
+    /// Returns the buffer if the ring refused it.
+    pub(super) fn post_owned<B: DeviceReadable>(
+        &self,
+        buf: &KBox<B>,
+    ) -> core::result::Result<(), Error> {
         let bytes = buf.bytes();
-        let Ok(len) = u32::try_from(bytes.len()) else {
-            return Err((EINVAL, buf));
-        };
-        // SAFETY: `vq` is live; the buffer is heap memory that `self.posted` owns from here
-        // until the device returns it (`take_used`) or is reset (`drop`).
-        let r = to_result(unsafe {
-            ffi::vballoon_add_outbuf(self.vq.vq.as_ptr(), bytes.as_ptr().cast_mut().cast(), len)
-        });
-        if let Err(e) = r {
-            return Err((e, buf));
+        if bytes.is_empty() || !contains(&**buf, bytes) {
+            return Err(EINVAL);
         }
-        self.posted = Some(buf);
-        // SAFETY: `vq` is live.
-        unsafe { ffi::virtqueue_kick(self.vq.vq.as_ptr()) };
+        let len = u32::try_from(bytes.len()).map_err(|_| EINVAL)?;
+        let slot = self.slot()?.lock();
+        let vq = slot.vq.ok_or(ENODEV)?;
+        // SAFETY: `vq` is live and ours; the caller keeps the buffer (kmalloc memory) alive and
+        // unchanged until `take_used` returns true or it is parked with `park`.
+        to_result(unsafe {
+            ffi::vballoon_add_outbuf(vq.as_ptr(), bytes.as_ptr().cast_mut().cast(), len)
+        })?;
+        // SAFETY: `vq` is live and ours.
+        unsafe { ffi::virtqueue_kick(vq.as_ptr()) };
         Ok(())
     }
 
-    /// The posted buffer, if the device has returned it.
-    pub(crate) fn take_used(&mut self) -> Option<KBox<B>> {
-        self.posted.as_ref()?;
+    /// Whether the device has returned a buffer posted with [`Virtqueue::post_owned`].
+    pub(super) fn take_used(&self) -> bool {
+        let Ok(slot) = self.slot() else {
+            return false;
+        };
+        let slot = slot.lock();
+        let Some(vq) = slot.vq else {
+            return false;
+        };
         let mut len = 0u32;
-        // SAFETY: `vq` is live; we are its only user (`&mut self`).
-        let token = unsafe { ffi::virtqueue_get_buf(self.vq.vq.as_ptr(), &mut len) };
-        if token.is_null() {
-            None
-        } else {
-            self.posted.take()
-        }
-    }
-}
-
-impl<B: DeviceReadable> Drop for BufferQueue<B> {
-    fn drop(&mut self) {
-        if self.posted.is_some() {
-            // The device may still read the buffer: reset it before the buffer is freed.
-            // Queues are dropped at teardown only, when the device is going away anyway.
-            self.vq.owner.dev.reset();
-        }
-    }
-}
-
-/// A wake-up signalled from a virtqueue callback (hard IRQ) and waited on in process context.
-///
-/// The waiter re-checks its condition under the event's IRQ-safe lock, so a signal that comes
-/// between the check and the sleep is never lost.
-#[pin_data]
-pub(crate) struct AckEvent {
-    #[pin]
-    seq: SpinLockIrq<u64>,
-    #[pin]
-    cv: CondVar,
-}
-
-impl AckEvent {
-    /// A new event.
-    pub(crate) fn new() -> impl PinInit<Self> {
-        pin_init!(Self {
-            seq <- new_spinlock_irq!(0, "vballoon::AckEvent::seq"),
-            cv <- new_condvar!("vballoon::AckEvent::cv"),
-        })
+        // SAFETY: `vq` is live and ours.
+        !unsafe { ffi::virtqueue_get_buf(vq.as_ptr(), &mut len) }.is_null()
     }
 
-    /// Signals the event. Safe in hard-IRQ context.
-    pub(crate) fn signal(&self) {
-        let mut seq = self.seq.lock();
-        *seq = seq.wrapping_add(1);
-        drop(seq);
-        self.cv.notify_all();
-    }
-
-    /// The event's current count, to pass to [`AckEvent::wait_changed`].
-    fn current(&self) -> u64 {
-        *self.seq.lock()
-    }
-
-    /// Sleeps until the event has been signalled since `seen` was read, at most one slice.
-    fn wait_changed(&self, seen: u64) {
-        let mut g = self.seq.lock();
-        while *g == seen {
-            match self
-                .cv
-                .wait_interruptible_timeout(&mut g, msecs_to_jiffies(WAIT_SLICE_MS))
-            {
-                CondVarTimeoutResult::Woken { .. } => {}
-                CondVarTimeoutResult::Timeout => break,
-                CondVarTimeoutResult::Signal { .. } => {
-                    // A signal to the waiting task (rmmod) must not turn the wait into a busy
-                    // loop; the host's answer is what ends it.
-                    drop(g);
-                    fsleep(Delta::from_millis(1));
-                    break;
+    /// Hands a posted buffer to the set, which frees it once the device is reset (at revoke,
+    /// or when the set drops).
+    pub(super) fn park(&self, buf: KBox<dyn Send>) {
+        match self.slot() {
+            Ok(slot) => {
+                // At most one parked buffer per queue: only queues that own their one
+                // outstanding buffer park. Another would be a bug; leak it rather than free
+                // memory the device may read.
+                if let Some(old) = slot.lock().parked.replace(buf) {
+                    core::mem::forget(old);
                 }
             }
+            // Unreachable: `index` is within the set. Leak rather than free too early.
+            Err(_) => core::mem::forget(buf),
         }
     }
 }

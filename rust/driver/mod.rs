@@ -1,0 +1,301 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The virtio-balloon device driver: wires the pure logic of [`crate::balloon`] to the
+//! [`crate::virtio`] and [`crate::mm`] layers. Safe code only. One file per capability:
+//! - this file: the device's config layout and feature table, the driver's state, probe and
+//!   remove;
+//! - [`resize`]: inflating and deflating towards the host's target, and teardown;
+//! - [`migrate`]: telling the host when compaction moves a balloon page;
+//! - [`stats`]: the statistics queue;
+//! - [`pm`]: suspend and resume.
+//!
+//! Work runs on the freezable system workqueue, never in the virtqueue callbacks, which only
+//! signal [`AckEvent`] or queue work.
+//!
+//! Lock order (outer first): `state` → a virtqueue's slot lock (inside `virtio`) → mm's balloon
+//! list lock → `acked`'s IRQ-safe lock. `stats` → the stats queue's slot lock; `stats` is never
+//! held together with `state`. `stats_stop` is a leaf, taken in hard IRQ. The migration
+//! callback only try-locks `state`, because compaction can be entered from an allocation made
+//! while `state` is held.
+
+mod migrate;
+mod pm;
+mod resize;
+mod stats;
+
+use crate::{
+    balloon::{
+        features::{Queue, QueueMap, ALL_QUEUES, F_MUST_TELL_HOST, F_STATS_VQ},
+        pfn::{PageGeometry, PfnBatch},
+        stats::StatsBuf,
+        target::buffers_in_flight,
+    },
+    kext,
+    mm::{self, impl_has_balloon_list, BalloonList, BalloonPage},
+    virtio::{
+        self, config_field, virtio_device_table, AckEvent, BufferQueue, ConfigField, Device,
+        DeviceId, Le32, QueueIndex, Virtqueue, VqFactory,
+    },
+};
+use kernel::{
+    c_str, new_mutex, new_spinlock_irq,
+    prelude::*,
+    sync::{aref::ARef, Arc, ArcBorrow, Mutex, SpinLockIrq},
+    workqueue::{
+        self, impl_has_delayed_work, impl_has_work, new_delayed_work, new_work, DelayedWork, Work,
+    },
+};
+
+/// Virtio device ID of the balloon.
+const VIRTIO_ID_BALLOON: u32 = 5;
+
+virtio_device_table!(BALLOON_IDS, [DeviceId::new(VIRTIO_ID_BALLOON)]);
+
+/// `struct virtio_balloon_config`: the layout the config fields below are checked against.
+#[repr(C)]
+#[allow(
+    dead_code,
+    reason = "a layout: read and written through `config_field!`"
+)]
+struct BalloonConfig {
+    /// The host's target, in 4 KiB units.
+    num_pages: Le32,
+    /// What the balloon holds, in 4 KiB units.
+    actual: Le32,
+    /// Free page hinting command id (with `FREE_PAGE_HINT`).
+    free_page_hint_cmd_id: Le32,
+    /// The value freed pages hold (with `PAGE_POISON`).
+    poison_val: Le32,
+}
+
+const NUM_PAGES: ConfigField<BalloonConfig> = config_field!(BalloonConfig, num_pages);
+const ACTUAL: ConfigField<BalloonConfig> = config_field!(BalloonConfig, actual);
+
+const MIB: u64 = 1 << 20;
+
+/// The inflate and deflate queues.
+struct Queues {
+    inflate: Virtqueue,
+    deflate: Virtqueue,
+}
+
+/// Everything the resize work and the migration callback share, under `VBalloon::state`.
+///
+/// # Invariants
+///
+/// `held` counts the pages on `VBalloon::list` plus those compaction has isolated from it, and
+/// `actual` in config space says `held` after every completed transfer. `incoming` and
+/// `leaving` are empty between steps, with room for a whole step. Once `stopping` is set, no
+/// resize work is pending or queued again.
+struct State {
+    /// `None` once the device has been reset (teardown gave up on it).
+    queues: Option<Queues>,
+    /// Guest pages in the balloon (on the list or being migrated).
+    held: u64,
+    /// One PFN array per buffer in flight, allocated at probe so inflating never allocates
+    /// for them.
+    batches: KVec<KBox<PfnBatch>>,
+    /// Pages allocated for an inflate, waiting for the host's ack before joining the list.
+    incoming: KVec<BalloonPage>,
+    /// Pages taken off the list, waiting for the host's deflate ack.
+    leaving: KVec<BalloonPage>,
+    /// Set by remove: the work items must not run or queue themselves again.
+    stopping: bool,
+    /// One log line per episode of holding at the floor / running out of memory.
+    floor_logged: bool,
+    puff_logged: bool,
+    /// Pages refused because their PFN does not fit in 32 bits (logged once).
+    high_pages: u64,
+}
+
+/// One bound balloon device.
+#[pin_data]
+pub(crate) struct VBalloon {
+    dev: ARef<Device>,
+    geometry: PageGeometry,
+    floor_bytes: u64,
+    queues: QueueMap,
+    /// Buffers posted per step: 8, or the ring size if smaller (`buffers_in_flight`).
+    inflight: usize,
+    #[pin]
+    acked: AckEvent,
+    #[pin]
+    state: Mutex<State>,
+    #[pin]
+    list: BalloonList<VBalloon>,
+    /// One step towards the target; queued at once on a config change.
+    #[pin]
+    resize: Work<VBalloon, 0>,
+    /// Queues `resize` after a back-off (floor, allocation failure, pages under migration).
+    #[pin]
+    retry: DelayedWork<VBalloon, 2>,
+    #[pin]
+    stats: Mutex<stats::Stats>,
+    /// Set by remove (under this IRQ-safe lock, which the stats callback takes to queue work),
+    /// so no stats work is queued once remove has flushed it.
+    #[pin]
+    stats_stop: SpinLockIrq<bool>,
+    #[pin]
+    stats_work: Work<VBalloon, 1>,
+}
+
+impl_has_work! {
+    impl HasWork<Self, 0> for VBalloon { self.resize }
+    impl HasWork<Self, 1> for VBalloon { self.stats_work }
+}
+impl_has_delayed_work! {
+    impl HasDelayedWork<Self, 2> for VBalloon { self.retry }
+}
+impl_has_balloon_list!(VBalloon, list);
+
+impl VBalloon {
+    fn held_mib(&self, pages: u64) -> u64 {
+        self.geometry.pages_to_bytes(pages) / MIB
+    }
+}
+
+#[vtable]
+impl virtio::Driver for VBalloon {
+    const ID_TABLE: virtio::IdTable = &BALLOON_IDS;
+    const FEATURES: &'static [u32] = &[F_MUST_TELL_HOST, F_STATS_VQ];
+
+    fn probe(dev: &Device<Core<'_>>, vqs: VqFactory<'_, Self>) -> Result<Arc<Self>> {
+        let Some(geometry) = PageGeometry::new(mm::page_shift()) else {
+            dev_err!(
+                dev.as_dev(),
+                "page size 2^{} is not usable with 4 KiB balloon PFNs\n",
+                mm::page_shift()
+            );
+            return Err(EINVAL);
+        };
+        let map = QueueMap::new(|bit| dev.has_feature(bit));
+        let mut names = KVec::with_capacity(usize::from(map.count()), GFP_KERNEL)?;
+        for q in ALL_QUEUES.into_iter().filter(|q| map.index(*q).is_some()) {
+            names.push(queue_name(q), GFP_KERNEL)?;
+        }
+        let mut vqs = vqs.create(&names)?.into_iter();
+        // `create` returns the queues in `map` order: inflate, deflate, then the optional ones.
+        let inflate = vqs.next().ok_or(EINVAL)?;
+        let deflate = vqs.next().ok_or(EINVAL)?;
+        let stats_queue = if map.index(Queue::Stats).is_some() {
+            Some(BufferQueue::new(vqs.next().ok_or(EINVAL)?))
+        } else {
+            None
+        };
+        // One descriptor per buffer: never post more buffers than the ring has descriptors,
+        // or the ring would refuse some of a step's pages.
+        let ring = inflate.ring_size()?.min(deflate.ring_size()?);
+        let Some(inflight) = buffers_in_flight(ring) else {
+            dev_err!(dev.as_dev(), "inflate/deflate ring has no descriptors\n");
+            return Err(EINVAL);
+        };
+        let stats_buf = KBox::new(StatsBuf::new(), GFP_KERNEL)?;
+        let mut batches = KVec::with_capacity(inflight, GFP_KERNEL)?;
+        for _ in 0..inflight {
+            batches.push(KBox::new(PfnBatch::new(geometry), GFP_KERNEL)?, GFP_KERNEL)?;
+        }
+        let step = inflight.saturating_mul(geometry.pages_per_buffer());
+        let incoming = KVec::with_capacity(step, GFP_KERNEL)?;
+        let leaving = KVec::with_capacity(step, GFP_KERNEL)?;
+        let floor_bytes = crate::module_parameters::floor_mib
+            .value()
+            .saturating_mul(MIB);
+        let this = Arc::pin_init(
+            try_pin_init!(VBalloon {
+                dev: dev.into(),
+                geometry,
+                floor_bytes,
+                queues: map,
+                inflight,
+                acked <- AckEvent::new(),
+                state <- new_mutex!(State {
+                    queues: Some(Queues { inflate, deflate }),
+                    held: 0,
+                    batches,
+                    incoming,
+                    leaving,
+                    stopping: false,
+                    floor_logged: false,
+                    puff_logged: false,
+                    high_pages: 0,
+                }, "vballoon::state"),
+                // Pages leave the managed count, so MemTotal follows the balloon.
+                list <- BalloonList::new(true),
+                resize <- new_work!("vballoon::resize"),
+                retry <- new_delayed_work!("vballoon::retry"),
+                stats <- new_mutex!(stats::Stats::new(stats_queue, stats_buf), "vballoon::stats"),
+                stats_stop <- new_spinlock_irq!(false, "vballoon::stats_stop"),
+                stats_work <- new_work!("vballoon::stats_work"),
+            }? Error),
+            GFP_KERNEL,
+        )?;
+        dev_info!(
+            dev.as_dev(),
+            "vballoon bound: {} KiB pages, {} PFNs per page, {} buffers in flight (ring {}), floor {} MiB\n",
+            geometry.page_bytes() / 1024,
+            geometry.pfns_per_page(),
+            inflight,
+            ring,
+            floor_bytes / MIB
+        );
+        Ok(this)
+    }
+
+    fn ready(this: ArcBorrow<'_, Self>) {
+        // The first stats buffer goes out already filled with valid values.
+        this.refresh_stats();
+        Self::kick(this);
+    }
+
+    fn config_changed(this: ArcBorrow<'_, Self>) {
+        // Any context: only queue the work, at once (a pending back-off does not delay it).
+        // Config changes are off before remove runs.
+        Self::kick(this);
+    }
+
+    fn vq_callback(this: ArcBorrow<'_, Self>, queue: QueueIndex) {
+        match this.queues.queue(queue) {
+            Some(Queue::Inflate | Queue::Deflate) => this.acked.signal(),
+            Some(Queue::Stats) => Self::stats_requested(this),
+            _ => {}
+        }
+    }
+
+    fn remove(_dev: &Device<Core<'_>>, this: ArcBorrow<'_, Self>) {
+        this.stop_stats();
+        this.state.lock().stopping = true;
+        // `retry` only queues `resize` while not stopping, so after both flushes nothing of
+        // either is pending or running.
+        kext::flush_delayed_work(&this.retry);
+        kext::flush_work(&this.resize);
+        this.teardown();
+        let served = this.drop_stats_queue();
+        dev_info!(
+            this.dev.as_dev(),
+            "unbound; answered {} stats requests\n",
+            served
+        );
+    }
+
+    fn freeze(dev: &Device<Core<'_>>, this: ArcBorrow<'_, Self>) -> Result {
+        this.refuse_suspend(dev)
+    }
+}
+
+use kernel::device::Core;
+
+/// The name each queue is created with.
+fn queue_name(q: Queue) -> &'static CStr {
+    match q {
+        Queue::Inflate => c_str!("inflate"),
+        Queue::Deflate => c_str!("deflate"),
+        Queue::Stats => c_str!("stats"),
+        Queue::FreePage => c_str!("free_page_vq"),
+        Queue::Reporting => c_str!("reporting_vq"),
+    }
+}
+
+/// Queues the resize work now. Already queued is fine: the queued run reads the newest target.
+fn enqueue_resize(this: ArcBorrow<'_, VBalloon>) {
+    let _ = workqueue::system_freezable().enqueue::<Arc<VBalloon>, 0>(Arc::<VBalloon>::from(this));
+}

@@ -1,0 +1,335 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Inflating and deflating towards the host's target (`num_pages`), one step per run of the
+//! resize work, and giving everything back at teardown.
+
+use super::{enqueue_resize, State, VBalloon, ACTUAL, MIB, NUM_PAGES};
+use crate::{
+    balloon::{
+        pfn::{PfnBatch, PfnError},
+        target::{self, Headroom, Step},
+    },
+    mm::{self, BalloonPage},
+    virtio::DeviceReadable,
+};
+use kernel::{
+    prelude::*,
+    sync::{Arc, ArcBorrow},
+    time::{delay::fsleep, msecs_to_jiffies, Delta},
+    workqueue::{self, WorkItem},
+};
+
+/// Delay before retrying after the allocator said no (the C driver's 200 ms).
+const OUT_OF_PUFF_RETRY_MS: u32 = 200;
+/// Delay before checking again whether the guest has room above the floor.
+const FLOOR_RETRY_MS: u32 = 1000;
+/// Delay before retrying a deflate whose pages are all being migrated.
+const ISOLATED_RETRY_MS: u32 = 10;
+/// How often teardown says it is still waiting for pages under migration.
+const TEARDOWN_LOG_EVERY_MS: u32 = 5000;
+
+impl DeviceReadable for PfnBatch {
+    fn bytes(&self) -> &[u8] {
+        self.wire()
+    }
+}
+
+/// Moves up to `n` pages from `take` into the batches (encoding their PFNs) and on to `keep`.
+/// Stops when `take` runs dry, the batches are full, or a page cannot be encoded (that page
+/// goes to `reject`). Returns how many pages were encoded and kept; they fill the batches in
+/// order, each batch full before the next.
+fn batch_pages(
+    batches: &mut [KBox<PfnBatch>],
+    n: usize,
+    mut take: impl FnMut() -> Option<BalloonPage>,
+    mut keep: impl FnMut(BalloonPage),
+    reject: impl FnOnce(BalloonPage, PfnError),
+) -> usize {
+    batches.iter_mut().for_each(|b| b.clear());
+    let mut got = 0usize;
+    for batch in batches.iter_mut() {
+        while got < n && !batch.is_full() {
+            let Some(page) = take() else {
+                return got;
+            };
+            if let Err(e) = batch.push_page(page.pfn()) {
+                reject(page, e);
+                return got;
+            }
+            keep(page);
+            got = got.saturating_add(1);
+        }
+    }
+    got
+}
+
+impl VBalloon {
+    fn max_step_pages(&self) -> usize {
+        self.inflight
+            .saturating_mul(self.geometry.pages_per_buffer())
+    }
+
+    /// Queues a resize step now (config change, probe).
+    pub(super) fn kick(this: ArcBorrow<'_, Self>) {
+        enqueue_resize(this);
+    }
+
+    /// Queues a resize step after `delay_ms` (0: now). Callers hold `state` and have checked
+    /// `stopping`, so nothing is queued once remove has set it.
+    fn schedule(this: ArcBorrow<'_, Self>, delay_ms: u32) {
+        if delay_ms == 0 {
+            enqueue_resize(this);
+        } else {
+            // Already pending is fine: the earlier timer queues the same step.
+            let _ = workqueue::system_freezable().enqueue_delayed::<Arc<Self>, 2>(
+                Arc::<Self>::from(this),
+                msecs_to_jiffies(delay_ms),
+            );
+        }
+    }
+
+    pub(super) fn write_actual(&self, held: u64) {
+        // Fails only on a transport without config writes; the host then reads no `actual`.
+        let _ = self
+            .dev
+            .write(ACTUAL, target::actual_units(&self.geometry, held));
+    }
+
+    /// One step towards the host's target. Returns the delay before the next step, if any.
+    fn step(&self, st: &mut State) -> Option<u32> {
+        let num_pages = match self.dev.read(NUM_PAGES) {
+            Ok(n) => n,
+            Err(e) => {
+                dev_err!(
+                    self.dev.as_dev(),
+                    "cannot read the host's target ({:?}); balloon stays at {} MiB\n",
+                    e,
+                    self.held_mib(st.held)
+                );
+                return None;
+            }
+        };
+        let headroom = Headroom {
+            available_bytes: self.geometry.pages_to_bytes(mm::mem_available_pages()),
+            floor_bytes: self.floor_bytes,
+        };
+        let step = target::next_step(
+            &self.geometry,
+            num_pages,
+            st.held,
+            headroom,
+            self.max_step_pages(),
+        );
+        let result = match step {
+            Step::Inflate(n) => self.fill(st, n).map(|got| {
+                st.floor_logged = false;
+                if got < n {
+                    if !st.puff_logged {
+                        dev_info!(
+                            self.dev.as_dev(),
+                            "out of puff: allocator refused a page at {} MiB held; retrying every {} ms\n",
+                            self.held_mib(st.held),
+                            OUT_OF_PUFF_RETRY_MS
+                        );
+                        st.puff_logged = true;
+                    }
+                    OUT_OF_PUFF_RETRY_MS
+                } else {
+                    0
+                }
+            }),
+            Step::Deflate(n) => self
+                .leak(st, n)
+                .map(|got| if got == 0 { ISOLATED_RETRY_MS } else { 0 }),
+            Step::AtFloor => {
+                if !st.floor_logged {
+                    dev_info!(
+                        self.dev.as_dev(),
+                        "holding at {} MiB (host asks for {} MiB): guest MemAvailable {} MiB is at the floor (floor_mib={})\n",
+                        self.held_mib(st.held),
+                        self.held_mib(target::target_pages(&self.geometry, num_pages)),
+                        headroom.available_bytes / MIB,
+                        self.floor_bytes / MIB
+                    );
+                    st.floor_logged = true;
+                }
+                Ok(FLOOR_RETRY_MS)
+            }
+            Step::Done => {
+                st.floor_logged = false;
+                st.puff_logged = false;
+                return None;
+            }
+        };
+        match result {
+            Ok(delay) => Some(delay),
+            Err(e) => {
+                dev_err!(
+                    self.dev.as_dev(),
+                    "device stopped taking buffers ({:?}); balloon frozen at {} MiB\n",
+                    e,
+                    self.held_mib(st.held)
+                );
+                None
+            }
+        }
+    }
+
+    /// Allocates up to `n` pages, tells the host, and puts the pages the host was told about in
+    /// the balloon. Returns how many went in (fewer when the allocator said no).
+    fn fill(&self, st: &mut State, n: usize) -> Result<usize> {
+        let State {
+            queues,
+            batches,
+            held,
+            incoming,
+            high_pages,
+            ..
+        } = st;
+        let q = queues.as_ref().ok_or(ENODEV)?;
+        let room = incoming.capacity().saturating_sub(incoming.len());
+        let got = batch_pages(
+            batches,
+            n.min(room),
+            BalloonPage::alloc,
+            // Room was reserved at probe for a whole step, so this keeps every page.
+            |page| drop(incoming.push_within_capacity(page)),
+            |page, _| {
+                if *high_pages == 0 {
+                    dev_warn!(
+                        self.dev.as_dev(),
+                        "page frame {} is above what 32-bit balloon PFNs can say; such pages are not ballooned\n",
+                        page.pfn()
+                    );
+                }
+                *high_pages = high_pages.saturating_add(1);
+            },
+        );
+        let t = q.inflate.transfer(batches, &self.acked);
+        // The host saw the pages of the posted buffers (batches fill in order); the rest go
+        // straight back to the allocator.
+        let seen = target::pages_seen(got, t.posted, self.geometry.pages_per_buffer());
+        incoming.truncate(seen);
+        // Told (and acked, unless the device broke): the pages are the host's. While the host
+        // worked they were ours alone, off the list, so migration could not move them.
+        let mut added = 0u64;
+        while let Some(page) = incoming.pop() {
+            self.list.enqueue(page);
+            added = added.saturating_add(1);
+        }
+        *held = held.saturating_add(added);
+        self.write_actual(*held);
+        t.result.map(|()| seen)
+    }
+
+    /// Takes up to `n` pages out of the balloon, tells the host, then frees them. Returns how
+    /// many were given back (0 when every page left is being migrated right now).
+    fn leak(&self, st: &mut State, n: usize) -> Result<usize> {
+        let State {
+            queues,
+            batches,
+            held,
+            leaving,
+            ..
+        } = st;
+        let q = queues.as_ref().ok_or(ENODEV)?;
+        let room = leaving.capacity().saturating_sub(leaving.len());
+        let got = batch_pages(
+            batches,
+            n.min(room),
+            || self.list.dequeue(),
+            |page| {
+                if let Err(e) = leaving.push_within_capacity(page) {
+                    self.list.enqueue(e.0);
+                }
+            },
+            // Pages went in only after their PFN encoded, so this cannot happen; if it did,
+            // keep the page in the balloon rather than lose track of it.
+            |page, _| self.list.enqueue(page),
+        );
+        if got == 0 {
+            return Ok(0);
+        }
+        let t = q.deflate.transfer(batches, &self.acked);
+        match t.result {
+            Ok(()) => {
+                // Told and acked: the pages are the guest's again.
+                leaving.clear();
+                *held = held.saturating_sub(got as u64);
+                self.write_actual(*held);
+                Ok(got)
+            }
+            Err(e) => {
+                // The host may not have been told: the pages stay in the balloon.
+                while let Some(page) = leaving.pop() {
+                    self.list.enqueue(page);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives every page back, telling the host. Pages that compaction holds isolated are
+    /// waited for (they come back to the list shortly), never given up on. If the host cannot
+    /// be told, the pages stay in the balloon and are freed when the list goes, after the
+    /// adapter has reset the device.
+    pub(super) fn teardown(&self) {
+        let mut st = self.state.lock();
+        let max = self.max_step_pages();
+        let mut waited_ms = 0u32;
+        while st.held > 0 {
+            match self.leak(&mut st, max) {
+                Ok(0) => {
+                    drop(st);
+                    fsleep(Delta::from_millis(1));
+                    waited_ms = waited_ms.saturating_add(1);
+                    st = self.state.lock();
+                    if waited_ms % TEARDOWN_LOG_EVERY_MS == 0 {
+                        dev_info!(
+                            self.dev.as_dev(),
+                            "teardown waiting for {} balloon pages under migration\n",
+                            self.list.isolated()
+                        );
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    dev_err!(
+                        self.dev.as_dev(),
+                        "could not tell the host about {} MiB ({:?}); freeing it after the device is reset\n",
+                        self.held_mib(st.held),
+                        e
+                    );
+                    self.write_actual(st.held);
+                    break;
+                }
+            }
+        }
+        st.queues = None;
+    }
+}
+
+impl WorkItem<0> for VBalloon {
+    type Pointer = Arc<VBalloon>;
+
+    fn run(this: Arc<VBalloon>) {
+        let mut st = this.state.lock();
+        if st.stopping {
+            return;
+        }
+        if let Some(delay) = this.step(&mut st) {
+            Self::schedule(this.as_arc_borrow(), delay);
+        }
+    }
+}
+
+impl WorkItem<2> for VBalloon {
+    type Pointer = Arc<VBalloon>;
+
+    fn run(this: Arc<VBalloon>) {
+        let st = this.state.lock();
+        if !st.stopping {
+            enqueue_resize(this.as_arc_borrow());
+        }
+    }
+}
