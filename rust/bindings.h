@@ -4,6 +4,10 @@
 #include <linux/virtio_config.h>
 #include <linux/balloon.h>
 #include <linux/mm.h>
+#include <linux/oom.h>
+#include <linux/notifier.h>
+#include <linux/page_reporting.h>
+#include <linux/scatterlist.h>
 #include <uapi/linux/virtio_ids.h>
 #include <uapi/linux/virtio_balloon.h>
 #include "helpers.h"

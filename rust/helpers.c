@@ -8,6 +8,9 @@
 #include <linux/mm.h>
 #include <linux/workqueue.h>
 #include <linux/vmstat.h>
+#include <linux/oom.h>
+#include <linux/notifier.h>
+#include <linux/page_reporting.h>
 #include "helpers.h"
 
 int vballoon_cread_le32(struct virtio_device *vdev, unsigned int offset, u32 *val)
@@ -65,7 +68,8 @@ int vballoon_add_outbuf(struct virtqueue *vq, void *buf, unsigned int len)
 	struct scatterlist sg;
 
 	sg_init_one(&sg, buf, len);
-	return virtqueue_add_outbuf(vq, &sg, 1, buf, GFP_KERNEL);
+	/* One segment never needs an allocation: no sleeping, nothing for the OOM path to wait on. */
+	return virtqueue_add_outbuf(vq, &sg, 1, buf, GFP_NOWAIT);
 }
 
 unsigned long vballoon_page_to_pfn(struct page *page)
@@ -130,4 +134,62 @@ struct page *vballoon_dequeue_one(struct balloon_dev_info *info)
 unsigned long vballoon_node_page_state(unsigned int item)
 {
 	return global_node_page_state(item);
+}
+
+u64 vballoon_sg_bytes(struct scatterlist *sg, unsigned int nents)
+{
+	struct scatterlist *s;
+	u64 bytes = 0;
+	unsigned int i;
+
+	for_each_sg(sg, s, nents, i)
+		bytes += s->length;
+	return bytes;
+}
+
+int vballoon_add_inbuf_sg(struct virtqueue *vq, struct scatterlist *sg, unsigned int nents)
+{
+	/* Indirect descriptors are refused in validate, so this never allocates. */
+	return virtqueue_add_inbuf(vq, sg, nents, vq, GFP_NOWAIT);
+}
+
+/* The OOM notifier's callback; the Rust side is reached by a direct call (kernel CFI). */
+static int vballoon_oom_notify(struct notifier_block *nb, unsigned long dummy, void *parm)
+{
+	unsigned long *freed = parm;
+
+	*freed += vballoon_rust_oom_notify(nb);
+	return NOTIFY_OK;
+}
+
+int vballoon_oom_register(struct notifier_block *nb)
+{
+	nb->notifier_call = vballoon_oom_notify;
+	nb->priority = 80; /* the C driver's VIRTIO_BALLOON_OOM_NOTIFY_PRIORITY */
+	return register_oom_notifier(nb);
+}
+
+/* The page reporting callback; the Rust side is reached by a direct call (kernel CFI). */
+static int vballoon_page_report(struct page_reporting_dev_info *info, struct scatterlist *sg,
+				unsigned int nents)
+{
+	return vballoon_rust_page_report(info, sg, nents);
+}
+
+int vballoon_reporting_register(struct page_reporting_dev_info *info, unsigned int capacity)
+{
+	info->report = vballoon_page_report;
+	info->order = PAGE_REPORTING_ORDER_UNSPECIFIED;
+	info->capacity = capacity;
+	return page_reporting_register(info);
+}
+
+bool vballoon_want_init_on_free(void)
+{
+	return want_init_on_free();
+}
+
+bool vballoon_page_poisoning_enabled(void)
+{
+	return page_poisoning_enabled_static();
 }

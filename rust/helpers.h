@@ -15,6 +15,9 @@ struct virtqueue_info;
 struct page;
 struct balloon_dev_info;
 struct delayed_work;
+struct scatterlist;
+struct notifier_block;
+struct page_reporting_dev_info;
 
 int vballoon_cread_le32(struct virtio_device *vdev, unsigned int offset, u32 *val);
 int vballoon_cwrite_le32(struct virtio_device *vdev, unsigned int offset, u32 val);
@@ -34,11 +37,22 @@ unsigned int vballoon_page_shift(void);
 bool vballoon_flush_delayed_work(struct delayed_work *dwork);
 struct page *vballoon_dequeue_one(struct balloon_dev_info *info);
 unsigned long vballoon_node_page_state(unsigned int item);
+u64 vballoon_sg_bytes(struct scatterlist *sg, unsigned int nents);
+int vballoon_add_inbuf_sg(struct virtqueue *vq, struct scatterlist *sg, unsigned int nents);
+int vballoon_oom_register(struct notifier_block *nb);
+int vballoon_reporting_register(struct page_reporting_dev_info *info, unsigned int capacity);
+bool vballoon_want_init_on_free(void);
+bool vballoon_page_poisoning_enabled(void);
 
 #ifndef __BINDGEN__
 /* Defined in Rust (rust/mm/list.rs), called directly from vballoon_migratepage. */
 int vballoon_rust_migratepage(struct balloon_dev_info *info, struct page *newpage,
 			      struct page *page);
+/* Defined in Rust (rust/mm/oom.rs): guest pages freed. */
+unsigned long vballoon_rust_oom_notify(struct notifier_block *nb);
+/* Defined in Rust (rust/mm/reporting.rs). */
+int vballoon_rust_page_report(struct page_reporting_dev_info *info, struct scatterlist *sg,
+			      unsigned int nents);
 #endif
 
 #endif /* VBALLOON_HELPERS_H */

@@ -9,7 +9,7 @@ SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
 
 BASE_PKGS=(rustc-web rust-web-src clang-19 lld-19 llvm-19 libclang-19-dev flex bison bc
            libelf-dev libssl-dev cpio kmod busybox-static make gcc xz-utils python3
-           rust-web-clippy)
+           rust-web-clippy libc6-dev)
 BPO_PKGS=(qemu-system-x86)
 # libvirt 11 from backports for the virsh setmem/dommemstat test. Named per package (not
 # -t bookworm-backports), which would also upgrade systemd.

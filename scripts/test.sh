@@ -42,7 +42,7 @@ for flavor in "${flavors[@]}"; do
     echo "[test] boot tests on the $flavor kernel ($kdir)"
     bout=$(mktemp)
     "$VB_ROOT/target/release/qemu-test" test --kdir "$kdir" --module "$module" \
-        --work "$VB_CACHE/run-$flavor" "$@" | sed -u "s/^/[$flavor] /" | tee "$bout"
+        --work "$VB_CACHE/run-$flavor" --flavor "$flavor" "$@" | sed -u "s/^/[$flavor] /" | tee "$bout"
     read -r bp bf bs < <(sed -nE 's/^\[[a-z]+\] boot tests: ([0-9]+) passed, ([0-9]+) failed, ([0-9]+) skipped$/\1 \2 \3/p' "$bout")
     rm -f "$bout"
     if [ -z "${bp:-}" ]; then

@@ -264,6 +264,121 @@ fn queue_map_is_dense_like_linux() {
 }
 
 #[test]
+fn oom_hold_keeps_the_balloon_where_the_oom_deflate_left_it() {
+    let g = PageGeometry::new(12).unwrap();
+    // Host wants 1000 units in the balloon; OOM deflated us to 744 pages.
+    assert_eq!(effective_target(&g, 1000, Some(1000), 744), 744);
+    // Until the host sets another target: then it is followed again (up or down).
+    assert_eq!(effective_target(&g, 1200, Some(1000), 744), 1200);
+    assert_eq!(effective_target(&g, 500, Some(1000), 744), 500);
+    // The host lowering the target below what is held is honoured even with the hold.
+    assert_eq!(effective_target(&g, 600, Some(600), 744), 600);
+    assert_eq!(effective_target(&g, 1000, None, 744), 1000);
+    // So the step after an OOM deflate is Done, not Inflate.
+    let room = Headroom {
+        available_bytes: 1 << 30,
+        floor_bytes: 0,
+    };
+    assert_eq!(
+        next_step_to(
+            &g,
+            effective_target(&g, 1000, Some(1000), 744),
+            744,
+            room,
+            2048
+        ),
+        Step::Done
+    );
+}
+
+#[test]
+fn oom_pages_are_256_balloon_pages() {
+    assert_eq!(oom_pages(&PageGeometry::new(12).unwrap()), 256);
+    assert_eq!(oom_pages(&PageGeometry::new(14).unwrap()), 64);
+    assert_eq!(oom_pages(&PageGeometry::new(16).unwrap()), 16);
+    // A guest page of 1 MiB is 256 balloon pages: one page.
+    assert_eq!(oom_pages(&PageGeometry::new(20).unwrap()), 1);
+}
+
+mod validate_rules {
+    use crate::balloon::features::*;
+    use crate::balloon::validate::*;
+
+    const NEITHER: FreedPages = FreedPages {
+        init_on_free: false,
+        poisoning: false,
+    };
+    const POISON: FreedPages = FreedPages {
+        init_on_free: false,
+        poisoning: true,
+    };
+    const ZEROED: FreedPages = FreedPages {
+        init_on_free: true,
+        poisoning: false,
+    };
+    const BOTH: FreedPages = FreedPages {
+        init_on_free: true,
+        poisoning: true,
+    };
+
+    fn refused_with(freed: FreedPages, offers_poison: bool) -> Vec<u32> {
+        refused(freed, |b| b == F_PAGE_POISON && offers_poison)
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    #[test]
+    fn every_combination_matches_virtballoon_validate() {
+        // Freed pages keep no value: PAGE_POISON is refused, REPORTING kept.
+        for offers in [false, true] {
+            assert_eq!(
+                refused_with(NEITHER, offers),
+                vec![F_PAGE_POISON, F_RING_INDIRECT_DESC, F_ACCESS_PLATFORM]
+            );
+        }
+        // Freed pages keep a value: with PAGE_POISON offered nothing else is refused;
+        // without it REPORTING goes.
+        for freed in [POISON, ZEROED, BOTH] {
+            assert_eq!(
+                refused_with(freed, true),
+                vec![F_RING_INDIRECT_DESC, F_ACCESS_PLATFORM]
+            );
+            assert_eq!(
+                refused_with(freed, false),
+                vec![F_REPORTING, F_RING_INDIRECT_DESC, F_ACCESS_PLATFORM]
+            );
+        }
+    }
+
+    #[test]
+    fn poison_val_zero_with_init_on_free_else_the_poison_pattern() {
+        assert_eq!(poison_val(ZEROED), 0);
+        assert_eq!(poison_val(BOTH), 0);
+        assert_eq!(poison_val(POISON), 0xaaaa_aaaa);
+        // Same bytes in either order: what goes on the wire is aa aa aa aa.
+        assert_eq!(poison_val(POISON).to_le_bytes(), [0xaa; 4]);
+    }
+
+    #[test]
+    fn reporting_capacity_from_the_ring() {
+        assert_eq!(reporting_capacity(128), Ok(PAGE_REPORTING_CAPACITY));
+        assert_eq!(reporting_capacity(32), Ok(32));
+        // A ring smaller than the kernel's capacity: reports shrink to fit it.
+        assert_eq!(reporting_capacity(8), Ok(8));
+        assert_eq!(reporting_capacity(1), Ok(1));
+        assert_eq!(reporting_capacity(0), Err(NoReporting::EmptyRing));
+    }
+
+    #[test]
+    fn registration_failures_are_explained() {
+        assert!(registration_failure_reason(-16).contains("another device"));
+        assert!(registration_failure_reason(-12).contains("memory"));
+        assert!(registration_failure_reason(-22).contains("refused"));
+    }
+}
+
+#[test]
 fn buffers_in_flight_never_exceed_the_ring() {
     // QEMU's balloon rings have 128 descriptors: the full 8 buffers.
     assert_eq!(buffers_in_flight(128), Some(MAX_INFLIGHT));

@@ -80,6 +80,7 @@ pub fn build_initramfs(paths: &Paths) -> Result<PathBuf> {
         root.join("init"),
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )?;
+    build_hog(&paths.work, &root.join("bin/hog"))?;
     std::fs::copy(&paths.vballoon, root.join("vballoon.ko")).context("vballoon.ko")?;
     std::fs::copy(&paths.c_driver, root.join("virtio_balloon.ko")).context("virtio_balloon.ko")?;
     let out = paths.work.join("initramfs.cpio.gz");
@@ -95,6 +96,48 @@ pub fn build_initramfs(paths: &Paths) -> Result<PathBuf> {
         bail!("cpio failed");
     }
     Ok(out)
+}
+
+/// A guest program that takes memory: `hog MIB` maps MIB MiB of anonymous memory, writes a
+/// non-zero byte to every page (so the host cannot treat it as zero pages), then frees it and
+/// exits 0. Killed by the OOM killer, it exits non-zero.
+const HOG_C: &str = r#"
+#include <stdlib.h>
+#include <sys/mman.h>
+/* 1 MiB at a time, so no single mapping is refused by the overcommit heuristic. */
+int main(int argc, char **argv)
+{
+	long mib = argc > 1 ? atol(argv[1]) : 0;
+	char **chunks = calloc(mib > 0 ? mib : 1, sizeof(*chunks));
+	if (!chunks)
+		return 2;
+	for (long c = 0; c < mib; c++) {
+		chunks[c] = mmap(0, 1 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (chunks[c] == MAP_FAILED)
+			return 2;
+		for (long i = 0; i < (1 << 20); i += 4096)
+			chunks[c][i] = 0x5a;
+	}
+	for (long c = 0; c < mib; c++)
+		munmap(chunks[c], 1 << 20);
+	return 0;
+}
+"#;
+
+/// Builds the hog statically with the host's gcc (libc6-dev), for the busybox guest.
+fn build_hog(work: &Path, out: &Path) -> Result<()> {
+    let src = work.join("hog.c");
+    std::fs::write(&src, HOG_C)?;
+    let st = Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(out)
+        .arg(&src)
+        .status()
+        .context("gcc")?;
+    if !st.success() {
+        bail!("building the guest hog with gcc -static failed");
+    }
+    Ok(())
 }
 
 /// Options for one guest.
@@ -219,6 +262,17 @@ impl Vm {
         vm.wait_line("VB_READY", Duration::from_secs(180))
             .context("guest did not boot")?;
         Ok(vm)
+    }
+
+    /// The QEMU process's resident memory (`VmRSS`), in bytes.
+    pub fn qemu_rss(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .ok_or_else(|| anyhow!("no VmRSS for qemu"))
     }
 
     /// Asks the host side for a guest size of `bytes` (QMP `balloon`).
@@ -438,6 +492,53 @@ impl Shell {
     /// The guest kernel log.
     pub fn dmesg(&mut self) -> Result<String> {
         self.sh("dmesg")
+    }
+
+    /// Like [`Shell::assert_dmesg_clean`], for scenarios where the OOM killer is expected to
+    /// act (its report has a call trace): warnings, bugs, lockdep and memory-checker reports
+    /// and leaks still fail.
+    pub fn assert_no_splats(&mut self) -> Result<()> {
+        let log = self.dmesg()?;
+        let bad = [
+            "WARNING:",
+            "BUG:",
+            "kernel BUG",
+            "Oops",
+            "KASAN",
+            "KFENCE",
+            "possible circular locking",
+            "inconsistent lock state",
+            "Invalid wait context",
+            "sleeping function called from invalid context",
+            "panicked at",
+            "soft lockup",
+        ];
+        let hits: Vec<&str> = log
+            .lines()
+            .filter(|l| bad.iter().any(|b| l.contains(b)))
+            .collect();
+        if !hits.is_empty() {
+            bail!("dmesg has reports:\n{}", hits.join("\n"));
+        }
+        self.assert_no_leaks()
+    }
+
+    /// The balloon device's negotiated feature bits (`/sys/bus/virtio/devices/*/features`,
+    /// the device with ID 5), as a number.
+    pub fn balloon_features(&mut self) -> Result<u64> {
+        let out = self.sh(
+            "for d in /sys/bus/virtio/devices/*; do grep -q 0x0005 $d/device && cat $d/features; done",
+        )?;
+        let bits = out.trim();
+        if bits.is_empty() {
+            bail!("no balloon device features in sysfs");
+        }
+        Ok(bits
+            .chars()
+            .take(64)
+            .enumerate()
+            .filter(|(_, c)| *c == '1')
+            .fold(0u64, |acc, (i, _)| acc | (1 << i)))
     }
 
     /// Fails if the kernel log has a warning, bug, oops, lockdep or memory-checker report.

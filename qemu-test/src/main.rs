@@ -8,7 +8,10 @@ mod bench;
 mod demo;
 mod guest;
 mod libvirt;
+mod oom;
 mod pm;
+mod poison;
+mod reporting;
 mod scenarios;
 mod stats;
 
@@ -21,6 +24,8 @@ struct Args {
     mode: String,
     paths: Paths,
     only: Vec<String>,
+    /// `debug`: leave out the test-kernel-only matrices and controls.
+    flavor: String,
 }
 
 fn parse() -> Result<Args> {
@@ -28,6 +33,7 @@ fn parse() -> Result<Args> {
     let mode = it.next().unwrap_or_default();
     let (mut kernel, mut kdir, mut module, mut work) = (None, None, None, None);
     let mut only = Vec::new();
+    let mut flavor = String::from("guest");
     while let Some(a) = it.next() {
         let mut val = || it.next().with_context(|| format!("{a} needs a value"));
         match a.as_str() {
@@ -36,6 +42,7 @@ fn parse() -> Result<Args> {
             "--module" => module = Some(PathBuf::from(val()?)),
             "--work" => work = Some(PathBuf::from(val()?)),
             "--only" => only.push(val()?),
+            "--flavor" => flavor = val()?,
             _ => bail!("unknown argument {a}"),
         }
     }
@@ -49,7 +56,12 @@ fn parse() -> Result<Args> {
     if !["test", "demo", "bench"].contains(&mode.as_str()) {
         bail!("usage: qemu-test test|demo|bench --kdir KDIR --module vballoon.ko [--kernel IMG] [--only NAME]");
     }
-    Ok(Args { mode, paths, only })
+    Ok(Args {
+        mode,
+        paths,
+        only,
+        flavor,
+    })
 }
 
 fn main() {
@@ -90,6 +102,9 @@ fn main() {
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     for (name, f) in scenarios::all() {
         if !args.only.is_empty() && !args.only.iter().any(|o| name.contains(o.as_str())) {
+            continue;
+        }
+        if args.flavor == "debug" && scenarios::TEST_KERNEL_ONLY.contains(&name) {
             continue;
         }
         println!("RUN  {name}");

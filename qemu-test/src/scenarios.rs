@@ -412,10 +412,19 @@ fn managed_by_zone(vm: &mut Vm) -> Result<Vec<(String, u64)>> {
         .collect())
 }
 
-/// All scenarios, in order.
 /// A boot scenario: its name and the function that runs it.
 pub type Scenario = (&'static str, fn(&Ctx) -> Result<()>);
 
+/// Matrices and controls that run on the test kernel only: the debug kernel runs each feature
+/// once (its scenario above), which is where its checkers (lockdep, KFENCE, kmemleak, CFI) add
+/// something.
+pub const TEST_KERNEL_ONLY: [&str; 3] = [
+    "no_deflate_on_oom",
+    "no_free_page_reporting",
+    "poison_matrix",
+];
+
+/// All scenarios, in order.
 pub fn all() -> Vec<Scenario> {
     vec![
         ("module_binds", module_binds as fn(&Ctx) -> Result<()>),
@@ -437,6 +446,18 @@ pub fn all() -> Vec<Scenario> {
         }),
         ("stats_side_by_side", crate::stats::stats_side_by_side),
         ("suspend_refused", crate::pm::suspend_refused),
+        ("deflate_on_oom", crate::oom::deflate_on_oom),
+        ("no_deflate_on_oom", crate::oom::no_deflate_on_oom),
+        ("free_page_reporting", crate::reporting::free_page_reporting),
+        (
+            "no_free_page_reporting",
+            crate::reporting::no_free_page_reporting,
+        ),
+        ("poison_matrix", crate::poison::poison_matrix),
+        (
+            "iommu_platform_refused",
+            crate::poison::iommu_platform_refused,
+        ),
         (
             "libvirt_setmem_dommemstat",
             crate::libvirt::libvirt_setmem_dommemstat,

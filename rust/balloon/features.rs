@@ -6,10 +6,18 @@
 pub(crate) const F_MUST_TELL_HOST: u32 = 0;
 /// Memory statistics virtqueue (bit 1).
 pub(crate) const F_STATS_VQ: u32 = 1;
+/// Deflate the balloon when the guest runs out of memory (bit 2).
+pub(crate) const F_DEFLATE_ON_OOM: u32 = 2;
 /// Free page hinting for live migration (bit 3).
 pub(crate) const F_FREE_PAGE_HINT: u32 = 3;
+/// The host is told what freed pages contain (`poison_val`) (bit 4).
+pub(crate) const F_PAGE_POISON: u32 = 4;
 /// Free page reporting virtqueue (bit 5).
 pub(crate) const F_REPORTING: u32 = 5;
+/// Transport feature: indirect descriptors (bit 28).
+pub(crate) const F_RING_INDIRECT_DESC: u32 = 28;
+/// Transport feature: the device is behind an IOMMU / uses the platform's DMA rules (bit 33).
+pub(crate) const F_ACCESS_PLATFORM: u32 = 33;
 
 /// The virtqueues a balloon device can have, in the order Linux creates them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,3 +11,4 @@ pub(crate) mod features;
 pub(crate) mod pfn;
 pub(crate) mod stats;
 pub(crate) mod target;
+pub(crate) mod validate;

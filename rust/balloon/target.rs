@@ -48,6 +48,10 @@ pub(crate) fn actual_units(geometry: &PageGeometry, held_pages: u64) -> u32 {
 ///
 /// `held_pages` is what the balloon holds now, in guest pages; `headroom` is consulted only
 /// when inflating. Steps never exceed `max_pages` (the pages the caller can post at once).
+#[allow(
+    dead_code,
+    reason = "the host unit tests' entry; the driver uses next_step_to"
+)]
 pub(crate) fn next_step(
     geometry: &PageGeometry,
     num_pages: u32,
@@ -55,7 +59,23 @@ pub(crate) fn next_step(
     headroom: Headroom,
     max_pages: usize,
 ) -> Step {
-    let target = target_pages(geometry, num_pages);
+    next_step_to(
+        geometry,
+        target_pages(geometry, num_pages),
+        held_pages,
+        headroom,
+        max_pages,
+    )
+}
+
+/// [`next_step`] towards `target` guest pages (see [`effective_target`]).
+pub(crate) fn next_step_to(
+    geometry: &PageGeometry,
+    target: u64,
+    held_pages: u64,
+    headroom: Headroom,
+    max_pages: usize,
+) -> Step {
     let max = max_pages as u64;
     if target > held_pages {
         let want = target.saturating_sub(held_pages).min(max);
@@ -89,4 +109,29 @@ pub(crate) fn buffers_in_flight(ring_size: usize) -> Option<usize> {
 /// when only the first `posted` buffers went out.
 pub(crate) fn pages_seen(got: usize, posted: usize, pages_per_buffer: usize) -> usize {
     posted.saturating_mul(pages_per_buffer).min(got)
+}
+
+/// The target the resize work steers to. After the OOM path deflated the balloon, the host's
+/// `num_pages` is the one it gave before that (`oom_hold`): the balloon stays where the OOM
+/// deflate left it (`held`) until the host sets a different target, so the driver does not
+/// inflate straight back into the memory shortage.
+pub(crate) fn effective_target(
+    geometry: &PageGeometry,
+    num_pages: u32,
+    oom_hold: Option<u32>,
+    held_pages: u64,
+) -> u64 {
+    match oom_hold {
+        Some(n) if n == num_pages => held_pages.min(target_pages(geometry, num_pages)),
+        _ => target_pages(geometry, num_pages),
+    }
+}
+
+/// Guest pages one OOM notification gives back: the C driver's 256 balloon (4 KiB) pages, in
+/// whole guest pages, at least one.
+pub(crate) fn oom_pages(geometry: &PageGeometry) -> usize {
+    256usize
+        .checked_div(geometry.pfns_per_page())
+        .unwrap_or(1)
+        .max(1)
 }

@@ -7,36 +7,47 @@
 //! - [`resize`]: inflating and deflating towards the host's target, and teardown;
 //! - [`migrate`]: telling the host when compaction moves a balloon page;
 //! - [`stats`]: the statistics queue;
+//! - [`oom`]: deflate on OOM;
+//! - [`report`]: free page reporting;
 //! - [`pm`]: suspend and resume.
 //!
 //! Work runs on the freezable system workqueue, never in the virtqueue callbacks, which only
 //! signal [`AckEvent`] or queue work.
 //!
-//! Lock order (outer first): `state` → a virtqueue's slot lock (inside `virtio`) → mm's balloon
-//! list lock → `acked`'s IRQ-safe lock. `stats` → the stats queue's slot lock; `stats` is never
+//! Lock order (outer first): `incoming` → `state` → a virtqueue's slot lock (inside `virtio`) →
+//! mm's balloon list lock → `acked`'s IRQ-safe lock. Pages are allocated holding `incoming`
+//! only, and nothing allocates (or waits for an allocation) with `state` held, so the OOM
+//! notifier, which runs inside some task's failed allocation, may take `state`. `stats` → the stats queue's slot lock; `stats` is never
 //! held together with `state`. `stats_stop` is a leaf, taken in hard IRQ. The migration
 //! callback only try-locks `state`, because compaction can be entered from an allocation made
 //! while `state` is held.
 
 mod migrate;
+mod oom;
 mod pm;
+mod report;
 mod resize;
 mod stats;
 
 use crate::{
     balloon::{
-        features::{Queue, QueueMap, ALL_QUEUES, F_MUST_TELL_HOST, F_STATS_VQ},
+        features::{
+            Queue, QueueMap, ALL_QUEUES, F_DEFLATE_ON_OOM, F_MUST_TELL_HOST, F_PAGE_POISON,
+            F_REPORTING, F_STATS_VQ,
+        },
         pfn::{PageGeometry, PfnBatch},
         stats::StatsBuf,
         target::buffers_in_flight,
+        validate,
     },
     kext,
-    mm::{self, impl_has_balloon_list, BalloonList, BalloonPage},
+    mm::{self, impl_has_field, BalloonList, BalloonPage, OomNotifier, PageReporting},
     virtio::{
         self, config_field, virtio_device_table, AckEvent, BufferQueue, ConfigField, Device,
-        DeviceId, Le32, QueueIndex, Virtqueue, VqFactory,
+        DeviceId, Le32, OfferedFeatures, QueueIndex, Virtqueue, VqFactory,
     },
 };
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kernel::{
     c_str, new_mutex, new_spinlock_irq,
     prelude::*,
@@ -70,6 +81,8 @@ struct BalloonConfig {
 
 const NUM_PAGES: ConfigField<BalloonConfig> = config_field!(BalloonConfig, num_pages);
 const ACTUAL: ConfigField<BalloonConfig> = config_field!(BalloonConfig, actual);
+const POISON_VAL: ConfigField<BalloonConfig> =
+    config_field!(BalloonConfig, poison_val, feature = F_PAGE_POISON);
 
 const MIB: u64 = 1 << 20;
 
@@ -84,8 +97,8 @@ struct Queues {
 /// # Invariants
 ///
 /// `held` counts the pages on `VBalloon::list` plus those compaction has isolated from it, and
-/// `actual` in config space says `held` after every completed transfer. `incoming` and
-/// `leaving` are empty between steps, with room for a whole step. Once `stopping` is set, no
+/// `actual` in config space says `held` after every completed transfer. `leaving` is empty
+/// between steps, with room for a whole step. Once `stopping` is set, no
 /// resize work is pending or queued again.
 struct State {
     /// `None` once the device has been reset (teardown gave up on it).
@@ -95,8 +108,6 @@ struct State {
     /// One PFN array per buffer in flight, allocated at probe so inflating never allocates
     /// for them.
     batches: KVec<KBox<PfnBatch>>,
-    /// Pages allocated for an inflate, waiting for the host's ack before joining the list.
-    incoming: KVec<BalloonPage>,
     /// Pages taken off the list, waiting for the host's deflate ack.
     leaving: KVec<BalloonPage>,
     /// Set by remove: the work items must not run or queue themselves again.
@@ -106,6 +117,11 @@ struct State {
     puff_logged: bool,
     /// Pages refused because their PFN does not fit in 32 bits (logged once).
     high_pages: u64,
+    /// The host's `num_pages` when the OOM path last deflated: the balloon stays where it is
+    /// until the host sets a new target.
+    oom_hold: Option<u32>,
+    /// Guest pages given back on OOM since bind.
+    oom_deflated: u64,
 }
 
 /// One bound balloon device.
@@ -117,12 +133,28 @@ pub(crate) struct VBalloon {
     queues: QueueMap,
     /// Buffers posted per step: 8, or the ring size if smaller (`buffers_in_flight`).
     inflight: usize,
+    /// `DEFLATE_ON_OOM` was negotiated.
+    deflate_on_oom: bool,
+    /// The reporting queue and the pages per report, with `REPORTING`.
+    report_vq: Option<(Virtqueue, usize)>,
+    /// Bytes of free pages reported since bind.
+    reported_bytes: AtomicU64,
+    /// Set by a config change, cleared by the next resize step (ends an OOM hold).
+    target_changed: AtomicBool,
+    /// Pages allocated for an inflate, waiting for the host's ack before joining the list;
+    /// room for a whole step. Allocation happens holding this lock only.
+    #[pin]
+    incoming: Mutex<KVec<BalloonPage>>,
     #[pin]
     acked: AckEvent,
     #[pin]
     state: Mutex<State>,
     #[pin]
     list: BalloonList<VBalloon>,
+    #[pin]
+    oom: OomNotifier<VBalloon>,
+    #[pin]
+    reporting: PageReporting<VBalloon>,
     /// One step towards the target; queued at once on a config change.
     #[pin]
     resize: Work<VBalloon, 0>,
@@ -146,7 +178,9 @@ impl_has_work! {
 impl_has_delayed_work! {
     impl HasDelayedWork<Self, 2> for VBalloon { self.retry }
 }
-impl_has_balloon_list!(VBalloon, list);
+impl_has_field!(VBalloon, list: BalloonList<VBalloon>);
+impl_has_field!(VBalloon, oom: OomNotifier<VBalloon>);
+impl_has_field!(VBalloon, reporting: PageReporting<VBalloon>);
 
 impl VBalloon {
     fn held_mib(&self, pages: u64) -> u64 {
@@ -157,7 +191,21 @@ impl VBalloon {
 #[vtable]
 impl virtio::Driver for VBalloon {
     const ID_TABLE: virtio::IdTable = &BALLOON_IDS;
-    const FEATURES: &'static [u32] = &[F_MUST_TELL_HOST, F_STATS_VQ];
+    const FEATURES: &'static [u32] = &[
+        F_MUST_TELL_HOST,
+        F_STATS_VQ,
+        F_DEFLATE_ON_OOM,
+        F_PAGE_POISON,
+        F_REPORTING,
+    ];
+
+    fn validate(_dev: &Device<Core<'_>>, features: &mut OfferedFeatures<'_>) -> Result {
+        let refused = validate::refused(mm::freed_pages(), |bit| features.has(bit));
+        for bit in refused.into_iter().flatten() {
+            features.clear(bit);
+        }
+        Ok(())
+    }
 
     fn probe(dev: &Device<Core<'_>>, vqs: VqFactory<'_, Self>) -> Result<Arc<Self>> {
         let Some(geometry) = PageGeometry::new(mm::page_shift()) else {
@@ -182,6 +230,25 @@ impl virtio::Driver for VBalloon {
         } else {
             None
         };
+        // No hinting queue yet (FREE_PAGE_HINT is not in the feature table).
+        let report_vq = if map.index(Queue::Reporting).is_some() {
+            let vq = vqs.next().ok_or(EINVAL)?;
+            match validate::reporting_capacity(vq.ring_size()?) {
+                Ok(capacity) => Some((vq, capacity)),
+                Err(why) => {
+                    dev_warn!(dev.as_dev(), "free page reporting off: {:?}\n", why);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let deflate_on_oom = dev.has_feature(F_DEFLATE_ON_OOM);
+        let adjust_managed = !deflate_on_oom;
+        if dev.has_feature(F_PAGE_POISON) {
+            // Before DRIVER_OK, as the spec wants; never changed afterwards.
+            dev.write(POISON_VAL, validate::poison_val(mm::freed_pages()))?;
+        }
         // One descriptor per buffer: never post more buffers than the ring has descriptors,
         // or the ring would refuse some of a step's pages.
         let ring = inflate.ring_size()?.min(deflate.ring_size()?);
@@ -207,20 +274,29 @@ impl virtio::Driver for VBalloon {
                 floor_bytes,
                 queues: map,
                 inflight,
+                deflate_on_oom,
+                report_vq,
+                reported_bytes: AtomicU64::new(0),
+                target_changed: AtomicBool::new(false),
+                incoming <- new_mutex!(incoming, "vballoon::incoming"),
                 acked <- AckEvent::new(),
                 state <- new_mutex!(State {
                     queues: Some(Queues { inflate, deflate }),
                     held: 0,
                     batches,
-                    incoming,
                     leaving,
                     stopping: false,
                     floor_logged: false,
                     puff_logged: false,
                     high_pages: 0,
+                    oom_hold: None,
+                    oom_deflated: 0,
                 }, "vballoon::state"),
-                // Pages leave the managed count, so MemTotal follows the balloon.
-                list <- BalloonList::new(true),
+                // Pages leave the managed count, so MemTotal follows the balloon; with
+                // deflate-on-OOM they stay counted (the guest may take them back), as in C.
+                list <- BalloonList::new(adjust_managed),
+                oom <- OomNotifier::new(),
+                reporting <- PageReporting::new(),
                 resize <- new_work!("vballoon::resize"),
                 retry <- new_delayed_work!("vballoon::retry"),
                 stats <- new_mutex!(stats::Stats::new(stats_queue, stats_buf), "vballoon::stats"),
@@ -229,14 +305,19 @@ impl virtio::Driver for VBalloon {
             }? Error),
             GFP_KERNEL,
         )?;
+        if deflate_on_oom {
+            this.oom.register()?;
+        }
         dev_info!(
             dev.as_dev(),
-            "vballoon bound: {} KiB pages, {} PFNs per page, {} buffers in flight (ring {}), floor {} MiB\n",
+            "vballoon bound: {} KiB pages, {} PFNs per page, {} buffers in flight (ring {}), floor {} MiB{}{}\n",
             geometry.page_bytes() / 1024,
             geometry.pfns_per_page(),
             inflight,
             ring,
-            floor_bytes / MIB
+            floor_bytes / MIB,
+            if deflate_on_oom { ", deflate on OOM" } else { "" },
+            if this.report_vq.is_some() { ", free page reporting" } else { "" }
         );
         Ok(this)
     }
@@ -244,24 +325,30 @@ impl virtio::Driver for VBalloon {
     fn ready(this: ArcBorrow<'_, Self>) {
         // The first stats buffer goes out already filled with valid values.
         this.refresh_stats();
+        // Reports go out only once the device is live.
+        this.start_reporting();
         Self::kick(this);
     }
 
     fn config_changed(this: ArcBorrow<'_, Self>) {
         // Any context: only queue the work, at once (a pending back-off does not delay it).
         // Config changes are off before remove runs.
+        this.target_changed.store(true, Ordering::Release);
         Self::kick(this);
     }
 
     fn vq_callback(this: ArcBorrow<'_, Self>, queue: QueueIndex) {
         match this.queues.queue(queue) {
-            Some(Queue::Inflate | Queue::Deflate) => this.acked.signal(),
+            Some(Queue::Inflate | Queue::Deflate | Queue::Reporting) => this.acked.signal(),
             Some(Queue::Stats) => Self::stats_requested(this),
             _ => {}
         }
     }
 
     fn remove(_dev: &Device<Core<'_>>, this: ArcBorrow<'_, Self>) {
+        // No report and no OOM call runs after these return.
+        this.reporting.unregister();
+        this.oom.unregister();
         this.stop_stats();
         this.state.lock().stopping = true;
         // `retry` only queues `resize` while not stopping, so after both flushes nothing of
@@ -270,10 +357,13 @@ impl virtio::Driver for VBalloon {
         kext::flush_work(&this.resize);
         this.teardown();
         let served = this.drop_stats_queue();
+        let oom = this.held_mib(this.state.lock().oom_deflated);
         dev_info!(
             this.dev.as_dev(),
-            "unbound; answered {} stats requests\n",
-            served
+            "unbound; answered {} stats requests, reported {} MiB of free pages, gave back {} MiB on OOM\n",
+            served,
+            this.reported_bytes.load(Ordering::Relaxed) / MIB,
+            oom
         );
     }
 

@@ -12,6 +12,7 @@ use crate::{
     mm::{self, BalloonPage},
     virtio::DeviceReadable,
 };
+use core::sync::atomic::Ordering;
 use kernel::{
     prelude::*,
     sync::{Arc, ArcBorrow},
@@ -63,6 +64,24 @@ fn batch_pages(
     got
 }
 
+/// Encodes the PFNs of `pages`, in order, into the batches, each full before the next.
+/// Returns how many pages were encoded (all, unless the batches are full).
+fn encode(batches: &mut [KBox<PfnBatch>], pages: &[BalloonPage]) -> usize {
+    batches.iter_mut().for_each(|b| b.clear());
+    let mut it = pages.iter().peekable();
+    let mut got = 0usize;
+    for batch in batches.iter_mut() {
+        while let Some(page) = it.peek() {
+            if batch.push_page(page.pfn()).is_err() {
+                break;
+            }
+            it.next();
+            got = got.saturating_add(1);
+        }
+    }
+    got
+}
+
 impl VBalloon {
     fn max_step_pages(&self) -> usize {
         self.inflight
@@ -95,8 +114,9 @@ impl VBalloon {
             .write(ACTUAL, target::actual_units(&self.geometry, held));
     }
 
-    /// One step towards the host's target. Returns the delay before the next step, if any.
-    fn step(&self, st: &mut State) -> Option<u32> {
+    /// What the next step is, from the host's target and what the balloon holds. Logs floor
+    /// episodes. `None`: nothing to do (or the target cannot be read).
+    fn plan(&self, st: &mut State) -> Option<Step> {
         let num_pages = match self.dev.read(NUM_PAGES) {
             Ok(n) => n,
             Err(e) => {
@@ -109,102 +129,123 @@ impl VBalloon {
                 return None;
             }
         };
+        if self.target_changed.swap(false, Ordering::AcqRel) {
+            // The host spoke since the OOM path deflated: follow it again.
+            st.oom_hold = None;
+        }
+        let target = target::effective_target(&self.geometry, num_pages, st.oom_hold, st.held);
         let headroom = Headroom {
             available_bytes: self.geometry.pages_to_bytes(mm::mem_available_pages()),
             floor_bytes: self.floor_bytes,
         };
-        let step = target::next_step(
+        let step = target::next_step_to(
             &self.geometry,
-            num_pages,
+            target,
             st.held,
             headroom,
             self.max_step_pages(),
         );
-        let result = match step {
-            Step::Inflate(n) => self.fill(st, n).map(|got| {
-                st.floor_logged = false;
-                if got < n {
-                    if !st.puff_logged {
-                        dev_info!(
-                            self.dev.as_dev(),
-                            "out of puff: allocator refused a page at {} MiB held; retrying every {} ms\n",
-                            self.held_mib(st.held),
-                            OUT_OF_PUFF_RETRY_MS
-                        );
-                        st.puff_logged = true;
-                    }
-                    OUT_OF_PUFF_RETRY_MS
-                } else {
-                    0
-                }
-            }),
-            Step::Deflate(n) => self
-                .leak(st, n)
-                .map(|got| if got == 0 { ISOLATED_RETRY_MS } else { 0 }),
+        match step {
+            Step::Inflate(_) | Step::Deflate(_) => {}
             Step::AtFloor => {
                 if !st.floor_logged {
                     dev_info!(
                         self.dev.as_dev(),
                         "holding at {} MiB (host asks for {} MiB): guest MemAvailable {} MiB is at the floor (floor_mib={})\n",
                         self.held_mib(st.held),
-                        self.held_mib(target::target_pages(&self.geometry, num_pages)),
+                        self.held_mib(target),
                         headroom.available_bytes / MIB,
                         self.floor_bytes / MIB
                     );
                     st.floor_logged = true;
                 }
-                Ok(FLOOR_RETRY_MS)
             }
             Step::Done => {
                 st.floor_logged = false;
                 st.puff_logged = false;
-                return None;
             }
-        };
-        match result {
-            Ok(delay) => Some(delay),
+        }
+        Some(step)
+    }
+
+    /// Inflates by up to `n` pages: allocates them holding only `incoming` (so the OOM path
+    /// and migration, which need `state`, never wait for an allocation), then tells the host
+    /// with `state` held. Returns the delay before the next step, if any.
+    fn inflate(&self, n: usize) -> Option<u32> {
+        let mut incoming = self.incoming.lock();
+        let want = n.min(incoming.capacity().saturating_sub(incoming.len()));
+        let mut short = false;
+        while incoming.len() < want {
+            match BalloonPage::alloc() {
+                // Room was reserved at probe for a whole step.
+                Some(page) => drop(incoming.push_within_capacity(page)),
+                None => {
+                    short = true;
+                    break;
+                }
+            }
+        }
+        let mut st = self.state.lock();
+        if st.stopping {
+            incoming.clear();
+            return None;
+        }
+        st.floor_logged = false;
+        match self.fill(&mut st, &mut incoming) {
+            Ok(_) if short => {
+                if !st.puff_logged {
+                    dev_info!(
+                        self.dev.as_dev(),
+                        "out of puff: allocator refused a page at {} MiB held; retrying every {} ms\n",
+                        self.held_mib(st.held),
+                        OUT_OF_PUFF_RETRY_MS
+                    );
+                    st.puff_logged = true;
+                }
+                Some(OUT_OF_PUFF_RETRY_MS)
+            }
+            Ok(_) => Some(0),
             Err(e) => {
-                dev_err!(
-                    self.dev.as_dev(),
-                    "device stopped taking buffers ({:?}); balloon frozen at {} MiB\n",
-                    e,
-                    self.held_mib(st.held)
-                );
+                self.log_stopped(&st, e);
                 None
             }
         }
     }
 
-    /// Allocates up to `n` pages, tells the host, and puts the pages the host was told about in
-    /// the balloon. Returns how many went in (fewer when the allocator said no).
-    fn fill(&self, st: &mut State, n: usize) -> Result<usize> {
+    fn log_stopped(&self, st: &State, e: Error) {
+        dev_err!(
+            self.dev.as_dev(),
+            "device stopped taking buffers ({:?}); balloon frozen at {} MiB\n",
+            e,
+            self.held_mib(st.held)
+        );
+    }
+
+    /// Tells the host about the pages in `incoming` and puts the ones the host was told about
+    /// in the balloon; the rest go back to the allocator. Returns how many went in.
+    fn fill(&self, st: &mut State, incoming: &mut KVec<BalloonPage>) -> Result<usize> {
         let State {
             queues,
             batches,
             held,
-            incoming,
             high_pages,
             ..
         } = st;
         let q = queues.as_ref().ok_or(ENODEV)?;
-        let room = incoming.capacity().saturating_sub(incoming.len());
-        let got = batch_pages(
-            batches,
-            n.min(room),
-            BalloonPage::alloc,
-            // Room was reserved at probe for a whole step, so this keeps every page.
-            |page| drop(incoming.push_within_capacity(page)),
-            |page, _| {
-                if *high_pages == 0 {
-                    dev_warn!(
-                        self.dev.as_dev(),
-                        "page frame {} is above what 32-bit balloon PFNs can say; such pages are not ballooned\n",
-                        page.pfn()
-                    );
-                }
-                *high_pages = high_pages.saturating_add(1);
-            },
-        );
+        // Pages whose PFN does not fit in 32 bits cannot be ballooned: free them.
+        let before = incoming.len();
+        incoming.retain(|p| self.geometry.first_pfn(p.pfn()).is_ok());
+        let high = before.saturating_sub(incoming.len());
+        if high > 0 {
+            if *high_pages == 0 {
+                dev_warn!(
+                    self.dev.as_dev(),
+                    "pages above 16 TiB cannot be ballooned (32-bit PFNs); they are left to the guest\n"
+                );
+            }
+            *high_pages = high_pages.saturating_add(high as u64);
+        }
+        let got = encode(batches, incoming);
         let t = q.inflate.transfer(batches, &self.acked);
         // The host saw the pages of the posted buffers (batches fill in order); the rest go
         // straight back to the allocator.
@@ -212,19 +253,17 @@ impl VBalloon {
         incoming.truncate(seen);
         // Told (and acked, unless the device broke): the pages are the host's. While the host
         // worked they were ours alone, off the list, so migration could not move them.
-        let mut added = 0u64;
         while let Some(page) = incoming.pop() {
             self.list.enqueue(page);
-            added = added.saturating_add(1);
         }
-        *held = held.saturating_add(added);
+        *held = held.saturating_add(seen as u64);
         self.write_actual(*held);
         t.result.map(|()| seen)
     }
 
     /// Takes up to `n` pages out of the balloon, tells the host, then frees them. Returns how
     /// many were given back (0 when every page left is being migrated right now).
-    fn leak(&self, st: &mut State, n: usize) -> Result<usize> {
+    pub(super) fn leak(&self, st: &mut State, n: usize) -> Result<usize> {
         let State {
             queues,
             batches,
@@ -313,12 +352,37 @@ impl WorkItem<0> for VBalloon {
     type Pointer = Arc<VBalloon>;
 
     fn run(this: Arc<VBalloon>) {
-        let mut st = this.state.lock();
-        if st.stopping {
-            return;
-        }
-        if let Some(delay) = this.step(&mut st) {
-            Self::schedule(this.as_arc_borrow(), delay);
+        let step = {
+            let mut st = this.state.lock();
+            if st.stopping {
+                return;
+            }
+            this.plan(&mut st)
+        };
+        let delay = match step {
+            Some(Step::Inflate(n)) => this.inflate(n),
+            Some(Step::Deflate(n)) => {
+                let mut st = this.state.lock();
+                if st.stopping {
+                    return;
+                }
+                match this.leak(&mut st, n) {
+                    Ok(0) => Some(ISOLATED_RETRY_MS),
+                    Ok(_) => Some(0),
+                    Err(e) => {
+                        this.log_stopped(&st, e);
+                        None
+                    }
+                }
+            }
+            Some(Step::AtFloor) => Some(FLOOR_RETRY_MS),
+            Some(Step::Done) | None => None,
+        };
+        if let Some(delay) = delay {
+            let st = this.state.lock();
+            if !st.stopping {
+                Self::schedule(this.as_arc_borrow(), delay);
+            }
         }
     }
 }

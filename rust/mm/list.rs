@@ -2,7 +2,10 @@
 
 //! The list of pages in the balloon (`struct balloon_dev_info`).
 
-use super::page::{BalloonPage, PageRef};
+use super::{
+    field::{owner_of, HasField},
+    page::{BalloonPage, PageRef},
+};
 use crate::ffi;
 use core::{marker::PhantomData, ptr::NonNull};
 use kernel::{
@@ -22,28 +25,10 @@ pub(crate) trait Migrate {
     fn migrate(&self, new: PageRef<'_>, old: PageRef<'_>) -> Result;
 }
 
-/// Where a [`BalloonList`] sits inside its owner.
-///
-/// # Safety
-///
-/// `OFFSET` must be the byte offset of a `BalloonList<Self>` field inside `Self`. Use
-/// [`impl_has_balloon_list!`] rather than implementing this by hand.
-pub(crate) unsafe trait HasBalloonList: Migrate + Sized {
-    /// Byte offset of the list inside `Self`.
-    const OFFSET: usize;
-}
-
-/// Implements [`HasBalloonList`] for `$type` whose field `$field` is its `BalloonList`.
-macro_rules! impl_has_balloon_list {
-    ($type:ty, $field:ident) => {
-        // SAFETY: `offset_of!` gives the offset of the named `BalloonList<Self>` field.
-        unsafe impl $crate::mm::HasBalloonList for $type {
-            const OFFSET: usize = ::core::mem::offset_of!($type, $field);
-        }
-        const _: fn(&$type) -> &$crate::mm::BalloonList<$type> = |t| &t.$field;
-    };
-}
-pub(crate) use impl_has_balloon_list;
+/// What a [`BalloonList`] needs of its owner: to be told of migrations, and where the list
+/// sits inside it (`impl_has_field!(Owner, list: BalloonList<Owner>)`).
+pub(crate) trait Owner: Migrate + HasField<BalloonList<Self>> + Sized {}
+impl<T: Migrate + HasField<BalloonList<T>>> Owner for T {}
 
 /// The Rust-typed migration entry of a list, called by [`vballoon_rust_migratepage`].
 type MigrateFn =
@@ -66,7 +51,7 @@ type MigrateFn =
 /// `T::OFFSET`.
 #[repr(C)]
 #[pin_data(PinnedDrop)]
-pub(crate) struct BalloonList<T: HasBalloonList> {
+pub(crate) struct BalloonList<T> {
     #[pin]
     info: Opaque<ffi::balloon_dev_info>,
     migrate: MigrateFn,
@@ -74,23 +59,11 @@ pub(crate) struct BalloonList<T: HasBalloonList> {
 }
 
 // SAFETY: The C list is protected by mm's `balloon_pages_lock`; any thread may use it.
-unsafe impl<T: HasBalloonList> Send for BalloonList<T> {}
+unsafe impl<T> Send for BalloonList<T> {}
 // SAFETY: As above.
-unsafe impl<T: HasBalloonList> Sync for BalloonList<T> {}
+unsafe impl<T> Sync for BalloonList<T> {}
 
-impl<T: HasBalloonList> BalloonList<T> {
-    /// An empty list; with `adjust_managed`, pages on it leave the managed page count.
-    pub(crate) fn new(adjust_managed: bool) -> impl PinInit<Self> {
-        pin_init!(Self {
-            info <- Opaque::ffi_init(move |info: *mut ffi::balloon_dev_info| {
-                // SAFETY: `info` is valid for writes.
-                unsafe { ffi::vballoon_devinfo_init(info, adjust_managed) };
-            }),
-            migrate: Self::migrate_entry,
-            _t: PhantomData,
-        })
-    }
-
+impl<T> BalloonList<T> {
     /// Puts `page` into the balloon; the list owns it from now on.
     pub(crate) fn enqueue(&self, page: BalloonPage) {
         // SAFETY: `info` is initialised; the page reference moves to the list.
@@ -111,6 +84,20 @@ impl<T: HasBalloonList> BalloonList<T> {
         // SAFETY: `info` is initialised; the helper reads the counter with `READ_ONCE`.
         unsafe { ffi::vballoon_isolated_pages(self.info.get()) as u64 }
     }
+}
+
+impl<T: Owner> BalloonList<T> {
+    /// An empty list; with `adjust_managed`, pages on it leave the managed page count.
+    pub(crate) fn new(adjust_managed: bool) -> impl PinInit<Self> {
+        pin_init!(Self {
+            info <- Opaque::ffi_init(move |info: *mut ffi::balloon_dev_info| {
+                // SAFETY: `info` is valid for writes.
+                unsafe { ffi::vballoon_devinfo_init(info, adjust_managed) };
+            }),
+            migrate: Self::migrate_entry,
+            _t: PhantomData,
+        })
+    }
 
     /// # Safety
     ///
@@ -121,9 +108,9 @@ impl<T: HasBalloonList> BalloonList<T> {
         old: NonNull<ffi::page>,
     ) -> Result {
         // SAFETY: `info` is the first field of a `#[repr(C)]` `BalloonList<T>` (invariant),
-        // which sits at `T::OFFSET` inside a live `T` (`HasBalloonList`); dropping the list
-        // waits for every isolated page, so the owner outlives any migration of its pages.
-        let owner = unsafe { &*info.as_ptr().cast::<u8>().sub(T::OFFSET).cast::<T>() };
+        // which is a field of a live `T` (`HasField`); dropping the list waits for every
+        // isolated page, so the owner outlives any migration of its pages.
+        let owner: &T = unsafe { owner_of(info.as_ptr().cast::<BalloonList<T>>()) };
         // SAFETY: The pages are valid for the call (function requirement).
         let (new, old) = unsafe { (PageRef::new(new), PageRef::new(old)) };
         owner.migrate(new, old)
@@ -173,12 +160,12 @@ impl Migrate for Never {
     }
 }
 // SAFETY: Never instantiated; the offset is never used to find a `BalloonList` in a `Never`.
-unsafe impl HasBalloonList for Never {
+unsafe impl HasField<BalloonList<Never>> for Never {
     const OFFSET: usize = 0;
 }
 
 #[pinned_drop]
-impl<T: HasBalloonList> PinnedDrop for BalloonList<T> {
+impl<T> PinnedDrop for BalloonList<T> {
     fn drop(self: Pin<&mut Self>) {
         // An isolated page comes back through this list (put back, or migrated and its
         // replacement inserted): wait for all of them before the list goes.

@@ -69,3 +69,14 @@ fn add_vm_events(s: &mut Sample) {
 /// Without VM event counters the sample has only the memory figures (see `Sample`).
 #[cfg(not(CONFIG_VM_EVENT_COUNTERS))]
 fn add_vm_events(_s: &mut Sample) {}
+
+/// What the kernel does to pages it frees (`init_on_free`, page poisoning), for the
+/// `PAGE_POISON` rules.
+pub(crate) fn freed_pages() -> crate::balloon::validate::FreedPages {
+    crate::balloon::validate::FreedPages {
+        // SAFETY: Reads boot-time settings.
+        init_on_free: unsafe { ffi::vballoon_want_init_on_free() },
+        // SAFETY: As above.
+        poisoning: unsafe { ffi::vballoon_page_poisoning_enabled() },
+    }
+}

@@ -3,16 +3,28 @@
 //! Memory-management wrappers:
 //! - [`page`]: balloon pages owned by the driver, and pages borrowed during migration;
 //! - [`list`]: the balloon page list (movable pages, managed page count, migration callback);
-//! - [`meminfo`]: memory figures for the floor and the statistics queue.
+//! - [`oom`]: the OOM notifier;
+//! - [`reporting`]: free page reporting;
+//! - [`meminfo`]: memory figures for the floor and the statistics queue;
+//! - [`field`]: how a callback finds the owner around the C struct it was given.
 //!
-//! Every `unsafe` block of the module that touches mm is in this directory.
+//! Every `unsafe` block of the module that touches mm is in this directory. Every callback
+//! from C (migration, OOM, reporting) enters through a C trampoline with a direct call into
+//! Rust, so kernel CFI never checks a Rust function against a C function-pointer type.
 //!
-//! C headers: `include/linux/balloon.h`, `mm/balloon.c`.
+//! C headers: `include/linux/balloon.h`, `mm/balloon.c`, `include/linux/oom.h`,
+//! `include/linux/page_reporting.h`.
 
+mod field;
 mod list;
 mod meminfo;
+mod oom;
 mod page;
+mod reporting;
 
-pub(crate) use list::{impl_has_balloon_list, BalloonList, HasBalloonList, Migrate};
-pub(crate) use meminfo::{mem_available_pages, stats_sample};
+pub(crate) use field::{impl_has_field, HasField};
+pub(crate) use list::{BalloonList, Migrate};
+pub(crate) use meminfo::{freed_pages, mem_available_pages, stats_sample};
+pub(crate) use oom::{OomHandler, OomNotifier};
 pub(crate) use page::{page_shift, BalloonPage, PageRef};
+pub(crate) use reporting::{PageReporting, Reporter};

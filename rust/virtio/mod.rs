@@ -13,6 +13,7 @@
 //!   time and against negotiated features at run time;
 //! - [`queue`]: queue sets created once per binding and revoked by it; transfers;
 //! - [`buffer`]: device-readable buffers that can only be kmalloc'ed owners;
+//! - [`segments`]: borrowed device-writable segment lists (free page reports);
 //! - [`event`]: the wake-up a hard-IRQ queue callback gives a waiting task.
 //!
 //! Every `unsafe` block of the module that touches virtio is in this directory. No raw
@@ -41,6 +42,7 @@ mod device;
 mod event;
 mod id;
 mod queue;
+mod segments;
 
 pub(crate) use adapter::{module_virtio_driver, Adapter, Driver, QueueIndex};
 pub(crate) use buffer::{BufferQueue, DeviceReadable};
@@ -54,3 +56,4 @@ pub(crate) use device::OfferedFeatures;
 pub(crate) use event::AckEvent;
 pub(crate) use id::{virtio_device_table, DeviceId, IdTable};
 pub(crate) use queue::{Virtqueue, VqFactory};
+pub(crate) use segments::Segments;

@@ -11,6 +11,7 @@ use super::{
     buffer::{contains, DeviceReadable},
     device::Device,
     event::AckEvent,
+    segments::Segments,
     Adapter, Driver,
 };
 use crate::ffi;
@@ -275,6 +276,36 @@ impl Virtqueue {
             acked.wait_changed(seen, WAIT_SLICE_MS);
         }
         Transferred { posted, result }
+    }
+
+    /// Posts `segs` as one device-writable buffer of several segments, notifies the device and
+    /// waits until the device has used it; the borrow keeps the memory the device's until
+    /// then. Never allocates (indirect descriptors are the driver's to refuse). If the device
+    /// is broken, it is reset before this returns `EIO`.
+    pub(crate) fn transfer_writable(&self, segs: &mut Segments<'_>, acked: &AckEvent) -> Result {
+        let slot = self.slot()?;
+        let guard = slot.lock();
+        let vq = guard.vq.ok_or(ENODEV)?;
+        let (sg, nents) = segs.raw();
+        // SAFETY: `vq` is live and ours (slot lock); `sg` has `nents` entries of memory that is
+        // ours until the device returns the buffer, which we wait for below.
+        to_result(unsafe { ffi::vballoon_add_inbuf_sg(vq.as_ptr(), sg, nents) })?;
+        // SAFETY: `vq` is live and ours.
+        unsafe { ffi::virtqueue_kick(vq.as_ptr()) };
+        loop {
+            let seen = acked.current();
+            let mut len = 0u32;
+            // SAFETY: `vq` is live and ours.
+            if !unsafe { ffi::virtqueue_get_buf(vq.as_ptr(), &mut len) }.is_null() {
+                return Ok(());
+            }
+            // SAFETY: `vq` is live.
+            if unsafe { ffi::virtqueue_is_broken(vq.as_ptr()) } {
+                self.set.dev.reset();
+                return Err(EIO);
+            }
+            acked.wait_changed(seen, WAIT_SLICE_MS);
+        }
     }
 
     /// Posts `buf` as one device-readable buffer and notifies the device, without waiting.

@@ -1,0 +1,103 @@
+//! Free page reporting scenarios (issue 5): freed guest memory goes back to the host.
+
+use crate::guest::{Vm, VmOpts, MIB};
+use crate::scenarios::{load, Ctx, Drv};
+use anyhow::{bail, ensure, Result};
+use std::time::{Duration, Instant};
+
+/// `VIRTIO_BALLOON_F_REPORTING`.
+const F_REPORTING: u64 = 1 << 5;
+
+fn boot(ctx: &Ctx, name: &str, on: bool) -> Result<Vm> {
+    let opts = VmOpts {
+        balloon_device: format!(
+            "virtio-balloon-pci,id=balloon0,free-page-reporting={}",
+            if on { "on" } else { "off" }
+        ),
+        ..VmOpts::default()
+    };
+    Vm::boot(name, ctx.paths, ctx.initramfs, &opts)
+}
+
+/// Touches and frees 1 GiB in the guest; returns the QEMU RSS peak after it.
+fn touch_and_free(vm: &mut Vm) -> Result<u64> {
+    vm.sh("hog 1024")?;
+    vm.qemu_rss()
+}
+
+/// Waits until QEMU's RSS is at least `drop` below `peak`; returns how long that took.
+fn wait_rss_drop(vm: &Vm, peak: u64, drop: u64, timeout: Duration) -> Result<Duration> {
+    let start = Instant::now();
+    loop {
+        let rss = vm.qemu_rss()?;
+        if peak.saturating_sub(rss) >= drop {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > timeout {
+            bail!(
+                "QEMU RSS fell only {} MiB of the {} MiB needed in {timeout:?}",
+                peak.saturating_sub(rss) / MIB,
+                drop / MIB
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// With the device's reporting on: a guest process touches and frees 1 GiB and the QEMU
+/// process's RSS falls by at least 768 MiB within 60 s. vballoon, then the C driver in the
+/// same boot; then rmmod with reporting registered, and a reload.
+pub fn free_page_reporting(ctx: &Ctx) -> Result<()> {
+    let mut vm = boot(ctx, "free_page_reporting", true)?;
+    let total0 = vm.mem_total()?;
+    for drv in [Drv::Rust, Drv::C] {
+        load(&mut vm, drv)?;
+        let f = vm.balloon_features()?;
+        ensure!(
+            f & F_REPORTING != 0,
+            "{drv:?}: REPORTING not negotiated ({f:#x})"
+        );
+        let peak = touch_and_free(&mut vm)?;
+        let t = wait_rss_drop(&vm, peak, 768 * MIB, Duration::from_secs(60))?;
+        let rss = vm.qemu_rss()?;
+        println!(
+            "    {drv:?}: after touching and freeing 1 GiB, QEMU RSS fell {} MiB (from {} MiB) in {:.1} s",
+            (peak - rss) / MIB,
+            peak / MIB,
+            t.as_secs_f64()
+        );
+        let (rc, out) = vm.sh_rc(drv.rmmod(), Duration::from_secs(60))?;
+        ensure!(rc == 0, "{drv:?}: rmmod with reporting registered: {out}");
+        ensure!(vm.mem_total()? == total0, "{drv:?}: MemTotal after rmmod");
+        vm.assert_dmesg_clean()?;
+    }
+    load(&mut vm, Drv::Rust)?;
+    vm.sh("rmmod vballoon")?;
+    vm.assert_dmesg_clean()?;
+    vm.shutdown()
+}
+
+/// The control: with the device's reporting off, REPORTING is not negotiated and the RSS
+/// stays up.
+pub fn no_free_page_reporting(ctx: &Ctx) -> Result<()> {
+    let mut vm = boot(ctx, "no_free_page_reporting", false)?;
+    load(&mut vm, Drv::Rust)?;
+    let f = vm.balloon_features()?;
+    ensure!(f & F_REPORTING == 0, "REPORTING negotiated ({f:#x})");
+    let peak = touch_and_free(&mut vm)?;
+    std::thread::sleep(Duration::from_secs(15));
+    let rss = vm.qemu_rss()?;
+    println!(
+        "    reporting off: QEMU RSS {} MiB 15 s after freeing 1 GiB (peak {} MiB)",
+        rss / MIB,
+        peak / MIB
+    );
+    ensure!(
+        peak.saturating_sub(rss) < 256 * MIB,
+        "RSS fell {} MiB without reporting",
+        peak.saturating_sub(rss) / MIB
+    );
+    vm.sh("rmmod vballoon")?;
+    vm.assert_dmesg_clean()?;
+    vm.shutdown()
+}
