@@ -8,10 +8,11 @@
 //! - [`balloon`]: the pure logic (no `unsafe`, no bindings), unit-tested on the host;
 //! - [`driver`]: the device driver, wiring the three together (safe code only).
 //!
-//! Lock order (outer first): `VBalloon::state` (mutex) → a virtqueue's slot lock (mutex, in
-//! `virtio`) → the mm balloon list's spinlock (taken inside `mm`) → `AckEvent`'s spinlock
-//! (IRQ-safe, in `virtio`). `VBalloon::stats` → the stats queue's slot lock. The migration
-//! callback only ever try-locks `state`.
+//! Lock order (outer first): `VBalloon::incoming` (mutex; pages are allocated holding only
+//! this) → `VBalloon::state` (mutex; nothing allocates under it, so the OOM notifier may take
+//! it) → a virtqueue's slot lock (mutex, in `virtio`) → the mm balloon list's spinlock (taken
+//! inside `mm`) → `AckEvent`'s spinlock (IRQ-safe, in `virtio`). `VBalloon::stats` → the stats
+//! queue's slot lock. The migration callback only ever try-locks `state`.
 
 mod balloon;
 mod driver;

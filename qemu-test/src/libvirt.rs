@@ -102,7 +102,7 @@ impl Drop for Daemon {
     }
 }
 
-fn domain_xml(ctx: &Ctx, console: &Path, cmd: &Path) -> String {
+fn domain_xml(ctx: &Ctx, console: &Path, cmd: &Path, autodeflate: bool) -> String {
     let (accel, _) = pick_accel();
     let dtype = if accel == "kvm" { "kvm" } else { "qemu" };
     format!(
@@ -123,7 +123,7 @@ fn domain_xml(ctx: &Ctx, console: &Path, cmd: &Path) -> String {
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
     <serial type='file'><source path='{console}'/><target port='0'/></serial>
     <serial type='unix'><source mode='bind' path='{cmd}'/><target port='1'/></serial>
-    <memballoon model='virtio'><stats period='2'/></memballoon>
+    <memballoon model='virtio'{autodeflate}><stats period='2'/></memballoon>
   </devices>
 </domain>
 "#,
@@ -131,6 +131,7 @@ fn domain_xml(ctx: &Ctx, console: &Path, cmd: &Path) -> String {
         initrd = ctx.initramfs.display(),
         console = console.display(),
         cmd = cmd.display(),
+        autodeflate = if autodeflate { " autodeflate='on'" } else { "" },
     )
 }
 
@@ -251,22 +252,56 @@ fn setmem_cycle(sh: &mut Shell, drv: Drv) -> Result<BTreeMap<String, i64>> {
     Ok(m)
 }
 
-pub fn libvirt_setmem_dommemstat(ctx: &Ctx) -> Result<()> {
-    let work = ctx.paths.work.join("libvirt");
+/// Starts a libvirtd of our own and boots the test domain under it; returns the daemon (which
+/// stops with the domain when dropped) and the guest shell.
+fn start_domain(ctx: &Ctx, name: &str, autodeflate: bool) -> Result<(Daemon, Shell)> {
+    let work = ctx.paths.work.join(name);
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
-    let _daemon = Daemon::start(&work)?;
+    let daemon = Daemon::start(&work)?;
     let _ = virsh(&["destroy", DOMAIN]);
     let console = work.join("console.log");
     let cmd = work.join("cmd.sock");
     let xml = work.join("domain.xml");
-    std::fs::write(&xml, domain_xml(ctx, &console, &cmd))?;
+    std::fs::write(&xml, domain_xml(ctx, &console, &cmd, autodeflate))?;
     virsh(&["create", "--paused", &xml.to_string_lossy()])?;
     let stream = UnixStream::connect(&cmd).context("connecting to the guest shell socket")?;
     let mut sh = Shell::new(stream, console);
     virsh(&["resume", DOMAIN])?;
     sh.wait_line("VB_READY", Duration::from_secs(180))
         .context("guest under libvirt did not boot")?;
+    Ok((daemon, sh))
+}
+
+/// `<memballoon model='virtio' autodeflate='on'>` under a real libvirtd: vballoon negotiates
+/// deflate-on-OOM, and after `virsh setmem` to 512 MiB a 1 GiB hog completes with nothing
+/// OOM-killed while `dommemstat` shows the balloon gave memory back.
+pub fn libvirt_autodeflate(ctx: &Ctx) -> Result<()> {
+    let (_daemon, mut sh) = start_domain(ctx, "libvirt_autodeflate", true)?;
+    sh.sh(Drv::Rust.insmod())?;
+    let f = sh.balloon_features()?;
+    ensure!(f & (1 << 2) != 0, "DEFLATE_ON_OOM not negotiated ({f:#x})");
+    let half_kib = (512 * MIB / 1024) as i64;
+    virsh(&["setmem", DOMAIN, &half_kib.to_string(), "--live"])?;
+    wait_stat("actual", half_kib, Duration::from_secs(240))?;
+    let (rc, out) = sh.sh_rc("hog 1024", Duration::from_secs(300))?;
+    ensure!(rc == 0, "the hog did not complete under autodeflate ({rc}): {out}");
+    let actual = stat(&dommemstat()?, "actual")?;
+    println!(
+        "    autodeflate: 1 GiB hog completed; dommemstat actual {} MiB (was 512)",
+        actual / 1024
+    );
+    ensure!(actual > half_kib, "dommemstat actual did not grow");
+    let kills = sh.sh("grep '^oom_kill ' /proc/vmstat")?;
+    ensure!(kills.trim() == "oom_kill 0", "OOM kill under autodeflate: {kills}");
+    sh.sh(Drv::Rust.rmmod())?;
+    sh.assert_dmesg_clean()?;
+    virsh(&["destroy", DOMAIN])?;
+    Ok(())
+}
+
+pub fn libvirt_setmem_dommemstat(ctx: &Ctx) -> Result<()> {
+    let (_daemon, mut sh) = start_domain(ctx, "libvirt", false)?;
     let c = setmem_cycle(&mut sh, Drv::C)?;
     let r = setmem_cycle(&mut sh, Drv::Rust)?;
     println!(

@@ -418,10 +418,11 @@ pub type Scenario = (&'static str, fn(&Ctx) -> Result<()>);
 /// Matrices and controls that run on the test kernel only: the debug kernel runs each feature
 /// once (its scenario above), which is where its checkers (lockdep, KFENCE, kmemleak, CFI) add
 /// something.
-pub const TEST_KERNEL_ONLY: [&str; 3] = [
+pub const TEST_KERNEL_ONLY: [&str; 4] = [
     "no_deflate_on_oom",
     "no_free_page_reporting",
     "poison_matrix",
+    "libvirt_autodeflate",
 ];
 
 /// All scenarios, in order.
@@ -462,5 +463,6 @@ pub fn all() -> Vec<Scenario> {
             "libvirt_setmem_dommemstat",
             crate::libvirt::libvirt_setmem_dommemstat,
         ),
+        ("libvirt_autodeflate", crate::libvirt::libvirt_autodeflate),
     ]
 }
