@@ -285,7 +285,10 @@ pub fn libvirt_autodeflate(ctx: &Ctx) -> Result<()> {
     virsh(&["setmem", DOMAIN, &half_kib.to_string(), "--live"])?;
     wait_stat("actual", half_kib, Duration::from_secs(240))?;
     let (rc, out) = sh.sh_rc("hog 1024", Duration::from_secs(300))?;
-    ensure!(rc == 0, "the hog did not complete under autodeflate ({rc}): {out}");
+    ensure!(
+        rc == 0,
+        "the hog did not complete under autodeflate ({rc}): {out}"
+    );
     let actual = stat(&dommemstat()?, "actual")?;
     println!(
         "    autodeflate: 1 GiB hog completed; dommemstat actual {} MiB (was 512)",
@@ -293,7 +296,10 @@ pub fn libvirt_autodeflate(ctx: &Ctx) -> Result<()> {
     );
     ensure!(actual > half_kib, "dommemstat actual did not grow");
     let kills = sh.sh("grep '^oom_kill ' /proc/vmstat")?;
-    ensure!(kills.trim() == "oom_kill 0", "OOM kill under autodeflate: {kills}");
+    ensure!(
+        kills.trim() == "oom_kill 0",
+        "OOM kill under autodeflate: {kills}"
+    );
     sh.sh(Drv::Rust.rmmod())?;
     sh.assert_dmesg_clean()?;
     virsh(&["destroy", DOMAIN])?;
