@@ -11,6 +11,7 @@
 #include <linux/oom.h>
 #include <linux/notifier.h>
 #include <linux/page_reporting.h>
+#include <linux/pm_wakeup.h>
 #include "helpers.h"
 
 int vballoon_cread_le32(struct virtio_device *vdev, unsigned int offset, u32 *val)
@@ -192,4 +193,20 @@ bool vballoon_want_init_on_free(void)
 bool vballoon_page_poisoning_enabled(void)
 {
 	return page_poisoning_enabled_static();
+}
+
+/* Static inlines without CONFIG_PM_SLEEP, hence helpers. */
+void vballoon_set_wakeup_capable(struct virtio_device *vdev)
+{
+	device_set_wakeup_capable(&vdev->dev, true);
+}
+
+void vballoon_stay_awake(struct virtio_device *vdev)
+{
+	pm_stay_awake(&vdev->dev);
+}
+
+void vballoon_relax(struct virtio_device *vdev)
+{
+	pm_relax(&vdev->dev);
 }

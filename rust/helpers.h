@@ -42,6 +42,9 @@ int vballoon_add_inbuf_sg(struct virtqueue *vq, struct scatterlist *sg, unsigned
 int vballoon_oom_register(struct notifier_block *nb);
 int vballoon_reporting_register(struct page_reporting_dev_info *info, unsigned int capacity);
 bool vballoon_want_init_on_free(void);
+void vballoon_set_wakeup_capable(struct virtio_device *vdev);
+void vballoon_stay_awake(struct virtio_device *vdev);
+void vballoon_relax(struct virtio_device *vdev);
 bool vballoon_page_poisoning_enabled(void);
 
 #ifndef __BINDGEN__

@@ -379,6 +379,46 @@ mod validate_rules {
 }
 
 #[test]
+fn wire_endianness_rule() {
+    use crate::balloon::wire::WireEndian;
+    // Modern devices: little-endian on every guest.
+    assert_eq!(WireEndian::for_device(true, false), WireEndian::Little);
+    assert_eq!(WireEndian::for_device(true, true), WireEndian::Little);
+    // Legacy devices: the guest's own order.
+    assert_eq!(WireEndian::for_device(false, false), WireEndian::Little);
+    assert_eq!(WireEndian::for_device(false, true), WireEndian::Big);
+    // x86 test guests are little-endian either way.
+    assert_eq!(WireEndian::for_this_guest(false), WireEndian::Little);
+}
+
+#[test]
+fn legacy_big_endian_pfns_and_stats_are_big_endian_on_the_wire() {
+    use crate::balloon::stats::{Sample, StatsBuf};
+    use crate::balloon::wire::WireEndian;
+    let g = PageGeometry::new(12).unwrap();
+    let mut be = PfnBatch::with_endian(g, WireEndian::Big);
+    let mut le = PfnBatch::new(g);
+    be.push_page(0x0102_0304).unwrap();
+    le.push_page(0x0102_0304).unwrap();
+    assert_eq!(be.wire(), &[1, 2, 3, 4]);
+    assert_eq!(le.wire(), &[4, 3, 2, 1]);
+    // 64 KiB pages: 16 consecutive PFNs, each big-endian.
+    let g64 = PageGeometry::new(16).unwrap();
+    let mut be64 = PfnBatch::with_endian(g64, WireEndian::Big);
+    be64.push_page(1).unwrap();
+    assert_eq!(&be64.wire()[..8], &[0, 0, 0, 16, 0, 0, 0, 17]);
+    let s = Sample {
+        total_pages: 1,
+        no_vm_events: true,
+        ..Default::default()
+    };
+    let mut b = StatsBuf::with_endian(WireEndian::Big);
+    b.fill(&s, 12);
+    // Second entry: MemTotal, tag 5 then 4096, both big-endian.
+    assert_eq!(&b.wire()[10..20], &[0, 5, 0, 0, 0, 0, 0, 0, 0x10, 0]);
+}
+
+#[test]
 fn buffers_in_flight_never_exceed_the_ring() {
     // QEMU's balloon rings have 128 descriptors: the full 8 buffers.
     assert_eq!(buffers_in_flight(128), Some(MAX_INFLIGHT));

@@ -50,6 +50,10 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mount -t debugfs none /sys/kernel/debug 2>/dev/null
+case " $(cat /proc/cmdline) " in
+  *" vbload=vballoon "*) insmod /vballoon.ko ;;
+  *" vbload=c "*) insmod /virtio_balloon.ko ;;
+esac
 stty -F /dev/ttyS1 raw -echo
 exec </dev/ttyS1 >/dev/ttyS1 2>&1
 echo VB_READY
@@ -140,6 +144,22 @@ fn build_hog(work: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The host CPU's clock in kHz (`cpu MHz` of `/proc/cpuinfo`), which TCG's guest TSC follows.
+fn host_tsc_khz() -> Result<u64> {
+    let info = std::fs::read_to_string("/proc/cpuinfo")?;
+    info.lines()
+        .find_map(|l| {
+            l.strip_prefix("cpu MHz")?
+                .split(':')
+                .nth(1)?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .map(|mhz| (mhz * 1000.0) as u64)
+        .ok_or_else(|| anyhow!("no cpu MHz in /proc/cpuinfo"))
+}
+
 /// Options for one guest.
 #[derive(Clone, Debug)]
 pub struct VmOpts {
@@ -148,6 +168,10 @@ pub struct VmOpts {
     pub append: String,
     /// Let the machine reset (QMP `system_reset`) instead of exiting on reboot.
     pub allow_reset: bool,
+    /// `-M` machine type (QEMU's default `pc` when `None`), e.g. `microvm`.
+    pub machine: Option<String>,
+    /// More QEMU arguments (e.g. `-global virtio-mmio.force-legacy=false`).
+    pub extra: Vec<String>,
 }
 
 impl Default for VmOpts {
@@ -157,6 +181,8 @@ impl Default for VmOpts {
             balloon_device: "virtio-balloon-pci,id=balloon0".into(),
             append: String::new(),
             allow_reset: false,
+            machine: None,
+            extra: Vec::new(),
         }
     }
 }
@@ -213,11 +239,25 @@ impl Vm {
         let cmd_sock = dir.join("cmd.sock");
         let console = dir.join("console.log");
         let (accel, _) = pick_accel();
+        let microvm = opts
+            .machine
+            .as_deref()
+            .is_some_and(|m| m.starts_with("microvm"));
+        let mut append = opts.append.clone();
+        if microvm && accel == "tcg" {
+            // microvm has neither HPET nor an ACPI PM timer to calibrate the TSC against, and
+            // PIT calibration fails under TCG: give the kernel the host's TSC rate.
+            append.push_str(&format!(" tsc_early_khz={}", host_tsc_khz()?));
+        }
         let mut c = Command::new("qemu-system-x86_64");
         c.args(["-accel", accel, "-nodefaults", "-display", "none"]);
         if !opts.allow_reset {
             c.arg("-no-reboot");
         }
+        if let Some(m) = &opts.machine {
+            c.args(["-M", m]);
+        }
+        c.args(&opts.extra);
         c.args(["-m", &format!("{}M", opts.mem_mib), "-smp", "2"])
             .arg("-kernel")
             .arg(&paths.kernel)
@@ -225,10 +265,7 @@ impl Vm {
             .arg(initramfs)
             .args([
                 "-append",
-                &format!(
-                    "console=ttyS0 panic=-1 oops=panic loglevel=7 {}",
-                    opts.append
-                ),
+                &format!("console=ttyS0 panic=-1 oops=panic loglevel=7 {}", append),
             ])
             .args(["-device", &opts.balloon_device])
             .arg("-qmp")
@@ -240,10 +277,15 @@ impl Vm {
                 "socket,id=cmd,path={},server=on,wait=off",
                 cmd_sock.display()
             ))
-            .args(["-serial", "chardev:cmd"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("qemu.stderr"))?);
+        if microvm {
+            // microvm makes one ISA serial port from -serial; the shell's is added by hand.
+            c.args(["-device", "isa-serial,chardev=cmd,iobase=0x2f8,irq=3"]);
+        } else {
+            c.args(["-serial", "chardev:cmd"]);
+        }
         if accel == "kvm" {
             c.args(["-cpu", "host"]);
         }

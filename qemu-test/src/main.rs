@@ -11,9 +11,11 @@ mod libvirt;
 mod oom;
 mod pm;
 mod poison;
+mod reboot;
 mod reporting;
 mod scenarios;
 mod stats;
+mod transport;
 
 use anyhow::{bail, Context, Result};
 use guest::Paths;

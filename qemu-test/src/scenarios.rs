@@ -159,16 +159,36 @@ pub fn floor_holds(ctx: &Ctx) -> Result<()> {
         out.contains("alive") && out.contains("done"),
         "guest shell output: {out}"
     );
-    let avail = vm.meminfo_kb("MemAvailable")? * 1024;
-    println!("    MemAvailable at the floor: {} MiB", avail / MIB);
-    ensure!(
-        avail >= 48 * MIB,
-        "MemAvailable {} MiB is below the 64 MiB floor by too much",
-        avail / MIB
-    );
     let log = vm.dmesg()?;
     let n = log.matches("is at the floor").count();
     ensure!(n == 1, "expected exactly one floor message, got {n}");
+    // The floor bounds inflating: when the balloon stopped, MemAvailable was at most one step
+    // (8 MiB) below the 64 MiB floor. What the guest uses afterwards is its own business; it
+    // only has to stay usable (the debug kernel's checkers take a few MiB more as it runs).
+    let at_hold = log
+        .lines()
+        .find_map(|l| {
+            let rest = l.split("guest MemAvailable ").nth(1)?;
+            rest.split(" MiB is at the floor")
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or(0);
+    let avail = vm.meminfo_kb("MemAvailable")? * 1024;
+    println!(
+        "    MemAvailable when the balloon stopped: {at_hold} MiB; after the shell checks: {} MiB",
+        avail / MIB
+    );
+    ensure!(
+        at_hold >= 56,
+        "the balloon stopped with MemAvailable {at_hold} MiB, below the 64 MiB floor by more than a step"
+    );
+    ensure!(
+        avail >= 24 * MIB,
+        "MemAvailable {} MiB: the guest is starved",
+        avail / MIB
+    );
     reacts_after_floor_hold(&mut vm)?;
     vm.balloon(2 * GIB)?;
     vm.wait_actual(2 * GIB, MOVE_TIMEOUT)?;
@@ -418,7 +438,8 @@ pub type Scenario = (&'static str, fn(&Ctx) -> Result<()>);
 /// Matrices and controls that run on the test kernel only: the debug kernel runs each feature
 /// once (its scenario above), which is where its checkers (lockdep, KFENCE, kmemleak, CFI) add
 /// something.
-pub const TEST_KERNEL_ONLY: [&str; 4] = [
+pub const TEST_KERNEL_ONLY: [&str; 5] = [
+    "transports",
     "no_deflate_on_oom",
     "no_free_page_reporting",
     "poison_matrix",
@@ -446,7 +467,9 @@ pub fn all() -> Vec<Scenario> {
             crate::stats::stats_scenario(c, Drv::C)
         }),
         ("stats_side_by_side", crate::stats::stats_side_by_side),
-        ("suspend_refused", crate::pm::suspend_refused),
+        ("suspend_resume", crate::pm::suspend_resume),
+        ("reboot_reinflates", crate::reboot::reboot_reinflates),
+        ("transports", crate::transport::transports),
         ("deflate_on_oom", crate::oom::deflate_on_oom),
         ("no_deflate_on_oom", crate::oom::no_deflate_on_oom),
         ("free_page_reporting", crate::reporting::free_page_reporting),

@@ -14,6 +14,8 @@ pub(crate) const F_FREE_PAGE_HINT: u32 = 3;
 pub(crate) const F_PAGE_POISON: u32 = 4;
 /// Free page reporting virtqueue (bit 5).
 pub(crate) const F_REPORTING: u32 = 5;
+/// Transport feature: a modern (virtio 1.0) device, little-endian throughout (bit 32).
+pub(crate) const F_VERSION_1: u32 = 32;
 /// Transport feature: indirect descriptors (bit 28).
 pub(crate) const F_RING_INDIRECT_DESC: u32 = 28;
 /// Transport feature: the device is behind an IOMMU / uses the platform's DMA rules (bit 33).

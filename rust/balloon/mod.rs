@@ -12,3 +12,4 @@ pub(crate) mod pfn;
 pub(crate) mod stats;
 pub(crate) mod target;
 pub(crate) mod validate;
+pub(crate) mod wire;

@@ -6,6 +6,7 @@
 //! page is `PAGE_SIZE / 4096` consecutive balloon PFNs. PFNs are 32 bits wide on the wire, so a
 //! page at or above 16 TiB cannot be described; it is refused, never truncated.
 
+use super::wire::WireEndian;
 use core::num::NonZeroU64;
 
 /// log2 of the balloon's page size (4 KiB), fixed by the virtio spec.
@@ -133,18 +134,27 @@ pub(crate) const MAX_BUFFER_BYTES: usize = MAX_PFNS_PER_BUFFER * 4;
 /// # Invariants
 ///
 /// `len <= MAX_PFNS_PER_BUFFER`, `len` is a multiple of the geometry's PFNs per page, and
-/// `wire[..4 * len]` holds the little-endian encodings of the PFNs pushed since the last `clear`.
+/// `wire[..4 * len]` holds the encodings (in `endian` order) of the PFNs pushed since the last
+/// `clear`.
 pub(crate) struct PfnBatch {
     geometry: PageGeometry,
+    endian: WireEndian,
     len: usize,
     wire: [u8; MAX_BUFFER_BYTES],
 }
 
 impl PfnBatch {
-    /// An empty batch for pages of the given geometry.
+    /// An empty batch for pages of the given geometry, little-endian on the wire.
+    #[allow(dead_code, reason = "used by the host unit tests")]
     pub(crate) const fn new(geometry: PageGeometry) -> Self {
+        Self::with_endian(geometry, WireEndian::Little)
+    }
+
+    /// An empty batch whose PFNs go on the wire in `endian` order (see [`WireEndian`]).
+    pub(crate) const fn with_endian(geometry: PageGeometry, endian: WireEndian) -> Self {
         Self {
             geometry,
+            endian,
             len: 0,
             wire: [0; MAX_BUFFER_BYTES],
         }
@@ -165,7 +175,7 @@ impl PfnBatch {
         let mut pfn = first;
         for slot in bytes.chunks_exact_mut(4) {
             // `first_pfn` checked that the page's last PFN fits in 32 bits.
-            slot.copy_from_slice(&pfn.to_le_bytes());
+            slot.copy_from_slice(&self.endian.u32(pfn));
             pfn = pfn.wrapping_add(1);
         }
         self.len = self.len.saturating_add(n);

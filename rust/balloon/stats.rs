@@ -2,6 +2,10 @@
 
 //! The statistics buffer: packed `{le16 tag; le64 val}` entries, in the C driver's order and
 //! units, so hosts (QEMU, libvirt's `dommemstat`, oVirt MOM) see the same figures either way.
+//! (`le` on modern devices; legacy devices on big-endian guests get big-endian, see
+//! [`WireEndian`].)
+
+use super::wire::WireEndian;
 
 /// Bytes of one entry on the wire: `le16` tag then `le64` value, no padding.
 pub(crate) const ENTRY_BYTES: usize = 10;
@@ -92,6 +96,7 @@ pub(crate) struct Sample {
 /// `count <= NR_TAGS` and `wire[..count * ENTRY_BYTES]` holds `count` packed entries.
 pub(crate) struct StatsBuf {
     count: usize,
+    endian: WireEndian,
     wire: [u8; NR_TAGS * ENTRY_BYTES],
 }
 
@@ -104,8 +109,14 @@ impl Default for StatsBuf {
 impl StatsBuf {
     /// An empty buffer.
     pub(crate) const fn new() -> Self {
+        Self::with_endian(WireEndian::Little)
+    }
+
+    /// An empty buffer whose entries go on the wire in `endian` order (see [`WireEndian`]).
+    pub(crate) const fn with_endian(endian: WireEndian) -> Self {
         Self {
             count: 0,
+            endian,
             wire: [0; NR_TAGS * ENTRY_BYTES],
         }
     }
@@ -116,8 +127,8 @@ impl StatsBuf {
             return;
         };
         let (t, v) = e.split_at_mut(2);
-        t.copy_from_slice(&(tag as u16).to_le_bytes());
-        v.copy_from_slice(&val.to_le_bytes());
+        t.copy_from_slice(&self.endian.u16(tag as u16));
+        v.copy_from_slice(&self.endian.u64(val));
         self.count = self.count.saturating_add(1);
     }
 

@@ -33,12 +33,13 @@ use crate::{
     balloon::{
         features::{
             Queue, QueueMap, ALL_QUEUES, F_DEFLATE_ON_OOM, F_MUST_TELL_HOST, F_PAGE_POISON,
-            F_REPORTING, F_STATS_VQ,
+            F_REPORTING, F_STATS_VQ, F_VERSION_1,
         },
         pfn::{PageGeometry, PfnBatch},
         stats::StatsBuf,
         target::buffers_in_flight,
         validate,
+        wire::WireEndian,
     },
     kext,
     mm::{self, impl_has_field, BalloonList, BalloonPage, OomNotifier, PageReporting},
@@ -135,8 +136,14 @@ pub(crate) struct VBalloon {
     inflight: usize,
     /// `DEFLATE_ON_OOM` was negotiated.
     deflate_on_oom: bool,
-    /// The reporting queue and the pages per report, with `REPORTING`.
-    report_vq: Option<(Virtqueue, usize)>,
+    /// Byte order of ring data (PFN arrays, stats): LE, or the guest's on a legacy device.
+    endian: WireEndian,
+    /// The reporting queue and the pages per report, with `REPORTING` (replaced on resume).
+    #[pin]
+    report_vq: Mutex<Option<(Virtqueue, usize)>>,
+    /// A config change or stats request is being handled: the device's wakeup source is held
+    /// (as the C driver does) so the system does not suspend half-way.
+    awake: AtomicBool,
     /// Bytes of free pages reported since bind.
     reported_bytes: AtomicU64,
     /// Set by a config change, cleared by the next resize step (ends an OOM hold).
@@ -217,11 +224,7 @@ impl virtio::Driver for VBalloon {
             return Err(EINVAL);
         };
         let map = QueueMap::new(|bit| dev.has_feature(bit));
-        let mut names = KVec::with_capacity(usize::from(map.count()), GFP_KERNEL)?;
-        for q in ALL_QUEUES.into_iter().filter(|q| map.index(*q).is_some()) {
-            names.push(queue_name(q), GFP_KERNEL)?;
-        }
-        let mut vqs = vqs.create(&names)?.into_iter();
+        let mut vqs = vqs.create(&queue_names(&map)?)?.into_iter();
         // `create` returns the queues in `map` order: inflate, deflate, then the optional ones.
         let inflate = vqs.next().ok_or(EINVAL)?;
         let deflate = vqs.next().ok_or(EINVAL)?;
@@ -256,10 +259,14 @@ impl virtio::Driver for VBalloon {
             dev_err!(dev.as_dev(), "inflate/deflate ring has no descriptors\n");
             return Err(EINVAL);
         };
-        let stats_buf = KBox::new(StatsBuf::new(), GFP_KERNEL)?;
+        let endian = WireEndian::for_this_guest(dev.has_feature(F_VERSION_1));
+        let stats_buf = KBox::new(StatsBuf::with_endian(endian), GFP_KERNEL)?;
         let mut batches = KVec::with_capacity(inflight, GFP_KERNEL)?;
         for _ in 0..inflight {
-            batches.push(KBox::new(PfnBatch::new(geometry), GFP_KERNEL)?, GFP_KERNEL)?;
+            batches.push(
+                KBox::new(PfnBatch::with_endian(geometry, endian), GFP_KERNEL)?,
+                GFP_KERNEL,
+            )?;
         }
         let step = inflight.saturating_mul(geometry.pages_per_buffer());
         let incoming = KVec::with_capacity(step, GFP_KERNEL)?;
@@ -275,7 +282,9 @@ impl virtio::Driver for VBalloon {
                 queues: map,
                 inflight,
                 deflate_on_oom,
-                report_vq,
+                endian,
+                report_vq <- new_mutex!(report_vq, "vballoon::report_vq"),
+                awake: AtomicBool::new(false),
                 reported_bytes: AtomicU64::new(0),
                 target_changed: AtomicBool::new(false),
                 incoming <- new_mutex!(incoming, "vballoon::incoming"),
@@ -308,6 +317,8 @@ impl virtio::Driver for VBalloon {
         if deflate_on_oom {
             this.oom.register()?;
         }
+        // The balloon holds a wakeup source while it works on a new target, as the C driver.
+        dev.set_wakeup_capable();
         dev_info!(
             dev.as_dev(),
             "vballoon bound: {} KiB pages, {} PFNs per page, {} buffers in flight (ring {}), floor {} MiB{}{}\n",
@@ -317,7 +328,7 @@ impl virtio::Driver for VBalloon {
             ring,
             floor_bytes / MIB,
             if deflate_on_oom { ", deflate on OOM" } else { "" },
-            if this.report_vq.is_some() { ", free page reporting" } else { "" }
+            if this.report_vq.lock().is_some() { ", free page reporting" } else { "" }
         );
         Ok(this)
     }
@@ -334,6 +345,7 @@ impl virtio::Driver for VBalloon {
         // Any context: only queue the work, at once (a pending back-off does not delay it).
         // Config changes are off before remove runs.
         this.target_changed.store(true, Ordering::Release);
+        this.stay_awake();
         Self::kick(this);
     }
 
@@ -355,7 +367,9 @@ impl virtio::Driver for VBalloon {
         // either is pending or running.
         kext::flush_delayed_work(&this.retry);
         kext::flush_work(&this.resize);
-        this.teardown();
+        // On error the pages are freed after the adapter resets the device.
+        let _ = this.teardown();
+        this.relax();
         let served = this.drop_stats_queue();
         let oom = this.held_mib(this.state.lock().oom_deflated);
         dev_info!(
@@ -368,11 +382,48 @@ impl virtio::Driver for VBalloon {
     }
 
     fn freeze(dev: &Device<Core<'_>>, this: ArcBorrow<'_, Self>) -> Result {
-        this.refuse_suspend(dev)
+        this.freeze(dev)
+    }
+
+    fn restore(
+        dev: &Device<Core<'_>>,
+        this: ArcBorrow<'_, Self>,
+        vqs: VqFactory<'_, Self>,
+    ) -> Result {
+        this.restore(dev, vqs)
     }
 }
 
 use kernel::device::Core;
+
+/// The queues the device has, by name, in creation order.
+fn queue_names(map: &QueueMap) -> Result<KVec<&'static CStr>> {
+    let mut names = KVec::with_capacity(usize::from(map.count()), GFP_KERNEL)?;
+    for q in ALL_QUEUES.into_iter().filter(|q| map.index(*q).is_some()) {
+        names.push(queue_name(q), GFP_KERNEL)?;
+    }
+    Ok(names)
+}
+
+/// The reporting queue (the next of `vqs`, when the device has one) and its capacity.
+fn reporting_queue(
+    dev: &Device<Core<'_>>,
+    map: &QueueMap,
+    vqs: &mut impl Iterator<Item = Virtqueue>,
+) -> Result<Option<(Virtqueue, usize)>> {
+    // No hinting queue yet (FREE_PAGE_HINT is not in the feature table).
+    if map.index(Queue::Reporting).is_none() {
+        return Ok(None);
+    }
+    let vq = vqs.next().ok_or(EINVAL)?;
+    match validate::reporting_capacity(vq.ring_size()?) {
+        Ok(capacity) => Ok(Some((vq, capacity))),
+        Err(why) => {
+            dev_warn!(dev.as_dev(), "free page reporting off: {:?}\n", why);
+            Ok(None)
+        }
+    }
+}
 
 /// The name each queue is created with.
 fn queue_name(q: Queue) -> &'static CStr {

@@ -11,7 +11,8 @@ use kernel::prelude::*;
 
 impl Reporter for VBalloon {
     fn report(&self, pages: &mut Segments<'_>) -> Result {
-        let (vq, _) = self.report_vq.as_ref().ok_or(ENODEV)?;
+        let guard = self.report_vq.lock();
+        let (vq, _) = guard.as_ref().ok_or(ENODEV)?;
         vq.transfer_writable(pages, &self.acked)?;
         self.reported_bytes
             .fetch_add(pages.bytes(), Ordering::Relaxed);
@@ -23,10 +24,10 @@ impl VBalloon {
     /// Registers with the kernel's free page reporting. A refusal (another device reports
     /// already) leaves the balloon working without it, with one line saying why.
     pub(super) fn start_reporting(&self) {
-        let Some((_, capacity)) = self.report_vq.as_ref() else {
+        let Some(capacity) = self.report_vq.lock().as_ref().map(|(_, c)| *c) else {
             return;
         };
-        if let Err(errno) = self.reporting.register(*capacity) {
+        if let Err(errno) = self.reporting.register(capacity) {
             dev_warn!(
                 self.dev.as_dev(),
                 "free page reporting off: {} ({})\n",

@@ -308,11 +308,12 @@ impl VBalloon {
         }
     }
 
-    /// Gives every page back, telling the host. Pages that compaction holds isolated are
-    /// waited for (they come back to the list shortly), never given up on. If the host cannot
-    /// be told, the pages stay in the balloon and are freed when the list goes, after the
-    /// adapter has reset the device.
-    pub(super) fn teardown(&self) {
+    /// Gives every page back, telling the host, and lets go of the queues. Pages that
+    /// compaction holds isolated are waited for (they come back to the list shortly), never
+    /// given up on. If the host cannot be told, the pages stay in the balloon (freed when the
+    /// list goes, after the adapter has reset the device) and the error is returned.
+    pub(super) fn teardown(&self) -> Result {
+        let mut result = Ok(());
         let mut st = self.state.lock();
         let max = self.max_step_pages();
         let mut waited_ms = 0u32;
@@ -340,11 +341,13 @@ impl VBalloon {
                         e
                     );
                     self.write_actual(st.held);
+                    result = Err(e);
                     break;
                 }
             }
         }
         st.queues = None;
+        result
     }
 }
 
@@ -378,6 +381,10 @@ impl WorkItem<0> for VBalloon {
             Some(Step::AtFloor) => Some(FLOOR_RETRY_MS),
             Some(Step::Done) | None => None,
         };
+        // Idle (done, stopped, or waiting for room above the floor): the system may suspend.
+        if matches!(step, Some(Step::AtFloor) | Some(Step::Done) | None) || delay.is_none() {
+            this.relax();
+        }
         if let Some(delay) = delay {
             let st = this.state.lock();
             if !st.stopping {

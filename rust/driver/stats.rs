@@ -85,6 +85,23 @@ impl VBalloon {
         kext::flush_work(&self.stats_work);
     }
 
+    /// At suspend: no stats work is queued from now on, and the queue goes (its buffer is
+    /// freed after the reset). Waits for nothing: the stats work is frozen.
+    pub(super) fn suspend_stats(&self) {
+        *self.stats_stop.lock() = true;
+        self.stats.lock().queue = None;
+    }
+
+    /// At resume: the new queue, and a fresh buffer for `ready` to post.
+    pub(super) fn resume_stats(&self, queue: Option<BufferQueue<StatsBuf>>, buf: KBox<StatsBuf>) {
+        {
+            let mut stats = self.stats.lock();
+            stats.queue = queue;
+            stats.spare = Some(buf);
+        }
+        *self.stats_stop.lock() = false;
+    }
+
     /// Lets go of the queue (a buffer the host still holds is freed after the reset); returns
     /// how many requests were answered.
     pub(super) fn drop_stats_queue(&self) -> u64 {

@@ -81,7 +81,7 @@ pub(crate) trait Driver: Send + Sync + Sized + 'static {
     }
 
     /// The system resumed after a successful `freeze`: the device was reset; create the queues
-    /// again through `vqs`. `DRIVER_OK` is set after this returns.
+    /// again through `vqs`. The adapter then sets `DRIVER_OK` and calls [`Driver::ready`].
     fn restore(
         _dev: &Device<Core<'_>>,
         _this: ArcBorrow<'_, Self>,
@@ -309,7 +309,14 @@ impl<T: Driver> Adapter<T> {
             let r = T::restore(dev, b.data.as_arc_borrow(), VqFactory::new(dev, &mut vqs));
             // SAFETY: Under the device lock.
             unsafe { b.set_vqs(vqs) };
-            r.map(|()| 0)
+            r?;
+            // As after probe: the device goes live, then the driver may use it.
+            // SAFETY: The device is valid; the driver's queues are set up again.
+            unsafe { ffi::vballoon_device_ready(vdev) };
+            if T::HAS_READY {
+                T::ready(b.data.as_arc_borrow());
+            }
+            Ok(0)
         })
     }
 }

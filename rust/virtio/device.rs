@@ -101,6 +101,19 @@ impl<Ctx: DeviceContext> Device<Ctx> {
         }
     }
 
+    /// Holds the device's wakeup source (`pm_stay_awake`): a suspend waits until
+    /// [`Device::relax`]. Any context.
+    pub(crate) fn stay_awake(&self) {
+        // SAFETY: The embedded `struct device` is valid; `pm_stay_awake` is IRQ-safe.
+        unsafe { ffi::vballoon_stay_awake(self.as_raw()) }
+    }
+
+    /// Lets go of the wakeup source (`pm_relax`). Any context.
+    pub(crate) fn relax(&self) {
+        // SAFETY: As in `stay_awake`.
+        unsafe { ffi::vballoon_relax(self.as_raw()) }
+    }
+
     /// Resets the device: it stops using every buffer, and callbacks in flight have finished
     /// when this returns. Idempotent. Only the adapter and the queue set reset a device.
     pub(super) fn reset(&self) {
@@ -120,6 +133,14 @@ impl<Ctx: DeviceContext> AsRef<kdev::Device<Ctx>> for Device<Ctx> {
         // SAFETY: The embedded `struct device` is valid as long as `self` is, and the context
         // of the virtio device is the context of its `struct device`.
         unsafe { &*(&raw mut (*self.as_raw()).dev).cast() }
+    }
+}
+
+impl Device<kdev::Core<'_>> {
+    /// Lets the device hold a wakeup source ([`Device::stay_awake`]).
+    pub(crate) fn set_wakeup_capable(&self) {
+        // SAFETY: The embedded `struct device` is valid; in probe.
+        unsafe { ffi::vballoon_set_wakeup_capable(self.as_raw()) }
     }
 }
 
