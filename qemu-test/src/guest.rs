@@ -160,6 +160,35 @@ fn host_tsc_khz() -> Result<u64> {
         .ok_or_else(|| anyhow!("no cpu MHz in /proc/cpuinfo"))
 }
 
+/// Kernel log patterns that always fail a scenario: warnings, bugs, lockdep and
+/// memory-checker reports, Rust panics, lockups.
+const SPLATS: [&str; 15] = [
+    "WARNING:",
+    "BUG:",
+    "BUG ",
+    "kernel BUG",
+    "Oops",
+    "UBSAN",
+    "KASAN",
+    "KFENCE",
+    "possible circular locking",
+    "inconsistent lock state",
+    "Invalid wait context",
+    "sleeping function called from invalid context",
+    "rust_panic",
+    "panicked at",
+    "soft lockup",
+];
+
+/// Patterns that also fail a scenario in which the OOM killer must not act (its report has a
+/// call trace).
+const ALSO_UNCLEAN: [&str; 4] = [
+    "Call Trace",
+    "suspected memory leak",
+    "rcu_sched self-detected",
+    "Out of memory",
+];
+
 /// Options for one guest.
 #[derive(Clone, Debug)]
 pub struct VmOpts {
@@ -540,29 +569,7 @@ impl Shell {
     /// act (its report has a call trace): warnings, bugs, lockdep and memory-checker reports
     /// and leaks still fail.
     pub fn assert_no_splats(&mut self) -> Result<()> {
-        let log = self.dmesg()?;
-        let bad = [
-            "WARNING:",
-            "BUG:",
-            "kernel BUG",
-            "Oops",
-            "KASAN",
-            "KFENCE",
-            "possible circular locking",
-            "inconsistent lock state",
-            "Invalid wait context",
-            "sleeping function called from invalid context",
-            "panicked at",
-            "soft lockup",
-        ];
-        let hits: Vec<&str> = log
-            .lines()
-            .filter(|l| bad.iter().any(|b| l.contains(b)))
-            .collect();
-        if !hits.is_empty() {
-            bail!("dmesg has reports:\n{}", hits.join("\n"));
-        }
-        self.assert_no_leaks()
+        self.assert_no_reports(&[&SPLATS])
     }
 
     /// The balloon device's negotiated feature bits (`/sys/bus/virtio/devices/*/features`,
@@ -585,31 +592,20 @@ impl Shell {
 
     /// Fails if the kernel log has a warning, bug, oops, lockdep or memory-checker report.
     pub fn assert_dmesg_clean(&mut self) -> Result<()> {
+        self.assert_no_reports(&[&SPLATS, &ALSO_UNCLEAN])
+    }
+
+    /// Fails if a kernel log line contains any of `patterns`, or kmemleak reports a leak.
+    fn assert_no_reports(&mut self, patterns: &[&[&str]]) -> Result<()> {
         let log = self.dmesg()?;
-        let bad = [
-            "WARNING:",
-            "BUG:",
-            "BUG ",
-            "Oops",
-            "Call Trace",
-            "kernel BUG",
-            "UBSAN",
-            "KASAN",
-            "KFENCE",
-            "suspected memory leak",
-            "possible circular locking",
-            "inconsistent lock state",
-            "Invalid wait context",
-            "sleeping function called from invalid context",
-            "rust_panic",
-            "panicked at",
-            "soft lockup",
-            "rcu_sched self-detected",
-            "Out of memory",
-        ];
         let hits: Vec<&str> = log
             .lines()
-            .filter(|l| bad.iter().any(|b| l.contains(b)))
+            .filter(|l| {
+                patterns
+                    .iter()
+                    .flat_map(|p| p.iter())
+                    .any(|b| l.contains(b))
+            })
             .collect();
         if !hits.is_empty() {
             bail!("dmesg has reports:\n{}", hits.join("\n"));

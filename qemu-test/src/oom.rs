@@ -1,8 +1,8 @@
 //! Deflate-on-OOM scenarios (issue 5): the guest takes memory back from the balloon instead of
 //! killing a process, and does not re-inflate until the host sets a new target.
 
-use crate::guest::{Vm, VmOpts, GIB, MIB};
-use crate::scenarios::{load, Ctx, Drv, MOVE_TIMEOUT};
+use crate::guest::{Vm, GIB, MIB};
+use crate::scenarios::{boot_with_property, load, Ctx, Drv, MOVE_TIMEOUT};
 use anyhow::{ensure, Result};
 use std::time::{Duration, Instant};
 
@@ -10,14 +10,7 @@ use std::time::{Duration, Instant};
 const F_DEFLATE_ON_OOM: u64 = 1 << 2;
 
 fn boot(ctx: &Ctx, name: &str, on: bool) -> Result<Vm> {
-    let opts = VmOpts {
-        balloon_device: format!(
-            "virtio-balloon-pci,id=balloon0,deflate-on-oom={}",
-            if on { "on" } else { "off" }
-        ),
-        ..VmOpts::default()
-    };
-    Vm::boot(name, ctx.paths, ctx.initramfs, &opts)
+    boot_with_property(ctx, name, "deflate-on-oom", on)
 }
 
 /// With the feature: a 2 GiB guest ballooned to 512 MiB runs a hog that needs 1 GiB; the hog

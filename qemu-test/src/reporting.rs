@@ -1,7 +1,7 @@
 //! Free page reporting scenarios (issue 5): freed guest memory goes back to the host.
 
-use crate::guest::{Vm, VmOpts, MIB};
-use crate::scenarios::{load, Ctx, Drv};
+use crate::guest::{Vm, MIB};
+use crate::scenarios::{boot_with_property, load, Ctx, Drv};
 use anyhow::{bail, ensure, Result};
 use std::time::{Duration, Instant};
 
@@ -9,14 +9,7 @@ use std::time::{Duration, Instant};
 const F_REPORTING: u64 = 1 << 5;
 
 fn boot(ctx: &Ctx, name: &str, on: bool) -> Result<Vm> {
-    let opts = VmOpts {
-        balloon_device: format!(
-            "virtio-balloon-pci,id=balloon0,free-page-reporting={}",
-            if on { "on" } else { "off" }
-        ),
-        ..VmOpts::default()
-    };
-    Vm::boot(name, ctx.paths, ctx.initramfs, &opts)
+    boot_with_property(ctx, name, "free-page-reporting", on)
 }
 
 /// Touches and frees 1 GiB in the guest; returns the QEMU RSS peak after it.

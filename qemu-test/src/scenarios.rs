@@ -52,6 +52,18 @@ pub fn boot(ctx: &Ctx, name: &str) -> Result<Vm> {
     Vm::boot(name, ctx.paths, ctx.initramfs, &VmOpts::default())
 }
 
+/// Boots the default guest with one property of the balloon device set on or off.
+pub fn boot_with_property(ctx: &Ctx, name: &str, property: &str, on: bool) -> Result<Vm> {
+    let opts = VmOpts {
+        balloon_device: format!(
+            "virtio-balloon-pci,id=balloon0,{property}={}",
+            if on { "on" } else { "off" }
+        ),
+        ..VmOpts::default()
+    };
+    Vm::boot(name, ctx.paths, ctx.initramfs, &opts)
+}
+
 pub fn load(vm: &mut Vm, drv: Drv) -> Result<()> {
     vm.sh(drv.insmod())?;
     // Bound: the device shows up under the driver in sysfs.
