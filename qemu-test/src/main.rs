@@ -88,6 +88,7 @@ fn main() {
     let ctx = scenarios::Ctx {
         paths: &args.paths,
         initramfs: &initramfs,
+        debug: args.flavor == "debug",
     };
     if args.mode != "test" {
         let r = if args.mode == "demo" {

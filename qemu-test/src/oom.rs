@@ -20,7 +20,7 @@ fn boot(ctx: &Ctx, name: &str, on: bool) -> Result<Vm> {
 pub fn deflate_on_oom(ctx: &Ctx) -> Result<()> {
     let mut vm = boot(ctx, "deflate_on_oom", true)?;
     let total0 = vm.mem_total()?;
-    for drv in [Drv::Rust, Drv::C] {
+    for &drv in ctx.drivers() {
         load(&mut vm, drv)?;
         let f = vm.balloon_features()?;
         ensure!(

@@ -43,7 +43,7 @@ fn wait_rss_drop(vm: &Vm, peak: u64, drop: u64, timeout: Duration) -> Result<Dur
 pub fn free_page_reporting(ctx: &Ctx) -> Result<()> {
     let mut vm = boot(ctx, "free_page_reporting", true)?;
     let total0 = vm.mem_total()?;
-    for drv in [Drv::Rust, Drv::C] {
+    for &drv in ctx.drivers() {
         load(&mut vm, drv)?;
         let f = vm.balloon_features()?;
         ensure!(
@@ -78,10 +78,10 @@ pub fn no_free_page_reporting(ctx: &Ctx) -> Result<()> {
     let f = vm.balloon_features()?;
     ensure!(f & F_REPORTING == 0, "REPORTING negotiated ({f:#x})");
     let peak = touch_and_free(&mut vm)?;
-    std::thread::sleep(Duration::from_secs(15));
+    std::thread::sleep(Duration::from_secs(10));
     let rss = vm.qemu_rss()?;
     println!(
-        "    reporting off: QEMU RSS {} MiB 15 s after freeing 1 GiB (peak {} MiB)",
+        "    reporting off: QEMU RSS {} MiB 10 s after freeing 1 GiB (peak {} MiB)",
         rss / MIB,
         peak / MIB
     );

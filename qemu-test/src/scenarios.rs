@@ -38,6 +38,20 @@ impl Drv {
 pub struct Ctx<'a> {
     pub paths: &'a Paths,
     pub initramfs: &'a Path,
+    /// Running on the debug kernel: side-by-side comparisons with the C driver, which the
+    /// test kernel already made, are left out there.
+    pub debug: bool,
+}
+
+impl Ctx<'_> {
+    /// The drivers a side-by-side scenario runs: vballoon, then the C driver (test kernel).
+    pub fn drivers(&self) -> &'static [Drv] {
+        if self.debug {
+            &[Drv::Rust]
+        } else {
+            &[Drv::Rust, Drv::C]
+        }
+    }
 }
 
 /// How long a balloon move of a few GiB may take under TCG.
