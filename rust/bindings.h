@@ -8,6 +8,8 @@
 #include <linux/notifier.h>
 #include <linux/page_reporting.h>
 #include <linux/scatterlist.h>
+#include <linux/shrinker.h>
+#include <linux/workqueue.h>
 #include <uapi/linux/virtio_ids.h>
 #include <uapi/linux/virtio_balloon.h>
 #include "helpers.h"

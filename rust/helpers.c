@@ -12,6 +12,8 @@
 #include <linux/notifier.h>
 #include <linux/page_reporting.h>
 #include <linux/pm_wakeup.h>
+#include <linux/shrinker.h>
+#include <linux/gfp.h>
 #include "helpers.h"
 
 int vballoon_cread_le32(struct virtio_device *vdev, unsigned int offset, u32 *val)
@@ -209,4 +211,65 @@ void vballoon_stay_awake(struct virtio_device *vdev)
 void vballoon_relax(struct virtio_device *vdev)
 {
 	pm_relax(&vdev->dev);
+}
+
+int vballoon_add_inbuf_token(struct virtqueue *vq, struct scatterlist *sg, unsigned int nents,
+			     void *token)
+{
+	return virtqueue_add_inbuf(vq, sg, nents, token, GFP_NOWAIT);
+}
+
+/* Free blocks only: no reclaim, no compaction, no reserves (the C driver's hint flags). */
+struct page *vballoon_alloc_free_block(unsigned int order)
+{
+	return alloc_pages(__GFP_NORETRY | __GFP_NOWARN | __GFP_NOMEMALLOC, order);
+}
+
+void vballoon_free_block(struct page *page, unsigned int order)
+{
+	__free_pages(page, order);
+}
+
+void vballoon_sg_init_block(struct scatterlist *sg, struct page *page, unsigned int order)
+{
+	sg_init_one(sg, page_address(page), PAGE_SIZE << order);
+}
+
+unsigned int vballoon_hint_block_order(void)
+{
+	return MAX_PAGE_ORDER;
+}
+
+unsigned long vballoon_totalram_pages(void)
+{
+	return totalram_pages();
+}
+
+/* Shrinker callbacks; the Rust side is reached by direct calls (kernel CFI). */
+static unsigned long vballoon_shrink_count(struct shrinker *s, struct shrink_control *sc)
+{
+	return vballoon_rust_shrink_count(s->private_data);
+}
+
+static unsigned long vballoon_shrink_scan(struct shrinker *s, struct shrink_control *sc)
+{
+	return vballoon_rust_shrink_scan(s->private_data, sc->nr_to_scan);
+}
+
+struct shrinker *vballoon_shrinker_register(void *private_data, const char *name)
+{
+	struct shrinker *s = shrinker_alloc(0, "%s", name);
+
+	if (!s)
+		return NULL;
+	s->count_objects = vballoon_shrink_count;
+	s->scan_objects = vballoon_shrink_scan;
+	s->private_data = private_data;
+	shrinker_register(s);
+	return s;
+}
+
+struct workqueue_struct *vballoon_alloc_freezable_wq(const char *name)
+{
+	return alloc_workqueue("%s", WQ_FREEZABLE | WQ_CPU_INTENSIVE | WQ_PERCPU, 0, name);
 }

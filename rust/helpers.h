@@ -39,6 +39,17 @@ struct page *vballoon_dequeue_one(struct balloon_dev_info *info);
 unsigned long vballoon_node_page_state(unsigned int item);
 u64 vballoon_sg_bytes(struct scatterlist *sg, unsigned int nents);
 int vballoon_add_inbuf_sg(struct virtqueue *vq, struct scatterlist *sg, unsigned int nents);
+int vballoon_add_inbuf_token(struct virtqueue *vq, struct scatterlist *sg, unsigned int nents,
+			     void *token);
+struct page *vballoon_alloc_free_block(unsigned int order);
+void vballoon_free_block(struct page *page, unsigned int order);
+void vballoon_sg_init_block(struct scatterlist *sg, struct page *page, unsigned int order);
+unsigned int vballoon_hint_block_order(void);
+unsigned long vballoon_totalram_pages(void);
+struct shrinker;
+struct workqueue_struct;
+struct shrinker *vballoon_shrinker_register(void *private_data, const char *name);
+struct workqueue_struct *vballoon_alloc_freezable_wq(const char *name);
 int vballoon_oom_register(struct notifier_block *nb);
 int vballoon_reporting_register(struct page_reporting_dev_info *info, unsigned int capacity);
 bool vballoon_want_init_on_free(void);
@@ -53,6 +64,9 @@ int vballoon_rust_migratepage(struct balloon_dev_info *info, struct page *newpag
 			      struct page *page);
 /* Defined in Rust (rust/mm/oom.rs): guest pages freed. */
 unsigned long vballoon_rust_oom_notify(struct notifier_block *nb);
+/* Defined in Rust (rust/mm/shrinker.rs). */
+unsigned long vballoon_rust_shrink_count(void *private_data);
+unsigned long vballoon_rust_shrink_scan(void *private_data, unsigned long nr);
 /* Defined in Rust (rust/mm/reporting.rs). */
 int vballoon_rust_page_report(struct page_reporting_dev_info *info, struct scatterlist *sg,
 			      unsigned int nents);

@@ -4,7 +4,11 @@
 //! upstream (or away) on their own.
 
 use crate::ffi;
-use kernel::workqueue::{DelayedWork, Work, WorkItem};
+use core::ptr::NonNull;
+use kernel::{
+    prelude::*,
+    workqueue::{DelayedWork, Queue, Work, WorkItem},
+};
 
 /// Waits until `work` is idle: a pending timer fires at once and the item runs to completion.
 ///
@@ -24,4 +28,42 @@ pub(crate) fn flush_delayed_work<T: WorkItem<ID>, const ID: u64>(work: &DelayedW
 pub(crate) fn flush_work<T: WorkItem<ID>, const ID: u64>(work: &Work<T, ID>) {
     // SAFETY: `work` is a live, initialised `Work`; `raw_get` gives its `work_struct`.
     unsafe { kernel::bindings::flush_work(Work::raw_get(core::ptr::from_ref(work))) };
+}
+
+/// A freezable workqueue of the module's own (`alloc_workqueue(WQ_FREEZABLE)`), destroyed
+/// (after draining) when dropped.
+///
+/// # Invariants
+///
+/// `raw` is a live workqueue this value owns.
+pub(crate) struct FreezableQueue {
+    raw: NonNull<kernel::bindings::workqueue_struct>,
+}
+
+// SAFETY: A workqueue may be used and destroyed from any thread.
+unsafe impl Send for FreezableQueue {}
+// SAFETY: Queueing work is thread-safe.
+unsafe impl Sync for FreezableQueue {}
+
+impl FreezableQueue {
+    /// A new freezable queue named `name`.
+    pub(crate) fn new(name: &'static CStr) -> Result<Self> {
+        // SAFETY: `name` is a valid C string for the call (the name is copied).
+        let raw = unsafe { ffi::vballoon_alloc_freezable_wq(name.as_char_ptr()) };
+        let raw = NonNull::new(raw.cast()).ok_or(ENOMEM)?;
+        Ok(Self { raw })
+    }
+
+    /// The queue, to enqueue work on.
+    pub(crate) fn queue(&self) -> &Queue {
+        // SAFETY: `raw` is live for as long as `self` (invariant).
+        unsafe { Queue::from_raw(self.raw.as_ptr()) }
+    }
+}
+
+impl Drop for FreezableQueue {
+    fn drop(&mut self) {
+        // SAFETY: `raw` is ours (invariant) and nothing queues on it any more.
+        unsafe { ffi::destroy_workqueue(self.raw.as_ptr().cast()) };
+    }
 }

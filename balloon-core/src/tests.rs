@@ -418,6 +418,46 @@ fn legacy_big_endian_pfns_and_stats_are_big_endian_on_the_wire() {
     assert_eq!(&b.wire()[10..20], &[0, 5, 0, 0, 0, 0, 0, 0, 0x10, 0]);
 }
 
+mod hinting {
+    use crate::balloon::hint::*;
+
+    #[test]
+    fn cmd_ids_follow_report_free_page_func() {
+        // DONE gives everything back, whatever was active.
+        assert_eq!(on_cmd_id(CMD_ID_DONE, None), HintCommand::ReturnAll);
+        assert_eq!(on_cmd_id(CMD_ID_DONE, Some(7)), HintCommand::ReturnAll);
+        // STOP starts nothing.
+        assert_eq!(on_cmd_id(CMD_ID_STOP, None), HintCommand::Nothing);
+        assert_eq!(on_cmd_id(CMD_ID_STOP, Some(7)), HintCommand::Nothing);
+        // A new id starts a cycle; the same id again does not.
+        assert_eq!(on_cmd_id(7, None), HintCommand::Start(7));
+        assert_eq!(on_cmd_id(7, Some(7)), HintCommand::Nothing);
+        assert_eq!(on_cmd_id(8, Some(7)), HintCommand::Start(8));
+        assert!(keep_hinting(7, 7));
+        assert!(!keep_hinting(CMD_ID_STOP, 7));
+        assert!(!keep_hinting(8, 7));
+    }
+
+    #[test]
+    fn shrinker_gives_back_whole_blocks() {
+        // 4 MiB blocks of 4 KiB pages: 1024 pages a block.
+        assert_eq!(blocks_to_shrink(1, 1024), 1);
+        assert_eq!(blocks_to_shrink(1024, 1024), 1);
+        assert_eq!(blocks_to_shrink(1025, 1024), 2);
+        assert_eq!(blocks_to_shrink(128, 1024), 1);
+        assert_eq!(blocks_to_shrink(5, 0), 0);
+    }
+
+    #[test]
+    fn ring_keeps_room_for_the_command_ids() {
+        assert!(hint_ring_room(128, 0));
+        assert!(hint_ring_room(128, 125));
+        assert!(!hint_ring_room(128, 126));
+        assert!(!hint_ring_room(2, 0));
+        assert!(hint_ring_room(3, 0));
+    }
+}
+
 #[test]
 fn buffers_in_flight_never_exceed_the_ring() {
     // QEMU's balloon rings have 128 descriptors: the full 8 buffers.

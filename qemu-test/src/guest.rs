@@ -335,6 +335,78 @@ impl Vm {
         Ok(vm)
     }
 
+    /// Starts a migration of the running guest to the file `path` (`migrate` with `file:`),
+    /// at `max_bandwidth` bytes per second.
+    pub fn migrate_to_file(&mut self, path: &Path, max_bandwidth: u64) -> Result<()> {
+        self.qmp
+            .execute(&qmp::migrate_set_parameters(qmp::MigrateSetParameters {
+                max_bandwidth: Some(max_bandwidth),
+                ..Default::default()
+            }))
+            .map_err(|e| anyhow!("migrate-set-parameters: {e:?}"))?;
+        self.qmp
+            .execute(&qmp::migrate {
+                uri: Some(format!("file:{}", path.display())),
+                channels: None,
+                detach: None,
+                resume: None,
+            })
+            .map_err(|e| anyhow!("migrate: {e:?}"))?;
+        Ok(())
+    }
+
+    /// `query-migrate`: the status (as QEMU names it) and the RAM bytes transferred so far.
+    pub fn migration(&mut self) -> Result<(String, u64)> {
+        let info = self
+            .qmp
+            .execute(&qmp::query_migrate {})
+            .map_err(|e| anyhow!("query-migrate: {e:?}"))?;
+        let status = info
+            .status
+            .map(|s| {
+                serde_json::to_value(s)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default();
+        let transferred = info.ram.map_or(0, |r| r.transferred.max(0) as u64);
+        Ok((status, transferred))
+    }
+
+    /// Waits for the migration to complete; returns the RAM bytes transferred.
+    pub fn wait_migration(&mut self, timeout: Duration) -> Result<u64> {
+        let start = Instant::now();
+        loop {
+            let (status, bytes) = self.migration()?;
+            match status.as_str() {
+                "completed" => return Ok(bytes),
+                "failed" | "cancelled" => bail!("migration {status}"),
+                _ => {}
+            }
+            if start.elapsed() > timeout {
+                bail!("migration still {status} after {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Cancels the migration in progress.
+    pub fn migrate_cancel(&mut self) -> Result<()> {
+        self.qmp
+            .execute(&qmp::migrate_cancel {})
+            .map_err(|e| anyhow!("migrate_cancel: {e:?}"))?;
+        Ok(())
+    }
+
+    /// Resumes a stopped guest (`cont`), e.g. after a migration completed.
+    pub fn cont(&mut self) -> Result<()> {
+        self.qmp
+            .execute(&qmp::cont {})
+            .map_err(|e| anyhow!("cont: {e:?}"))?;
+        Ok(())
+    }
+
     /// The QEMU process's resident memory (`VmRSS`), in bytes.
     pub fn qemu_rss(&self) -> Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;

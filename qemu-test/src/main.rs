@@ -7,6 +7,7 @@
 mod bench;
 mod demo;
 mod guest;
+mod hint;
 mod libvirt;
 mod oom;
 mod pm;

@@ -464,8 +464,7 @@ pub type Scenario = (&'static str, fn(&Ctx) -> Result<()>);
 /// Matrices and controls that run on the test kernel only: the debug kernel runs each feature
 /// once (its scenario above), which is where its checkers (lockdep, KFENCE, kmemleak, CFI) add
 /// something.
-pub const TEST_KERNEL_ONLY: [&str; 5] = [
-    "transports",
+pub const TEST_KERNEL_ONLY: [&str; 4] = [
     "no_deflate_on_oom",
     "no_free_page_reporting",
     "poison_matrix",
@@ -495,6 +494,8 @@ pub fn all() -> Vec<Scenario> {
         ("stats_side_by_side", crate::stats::stats_side_by_side),
         ("suspend_resume", crate::pm::suspend_resume),
         ("reboot_reinflates", crate::reboot::reboot_reinflates),
+        ("hint_migration", crate::hint::hint_migration),
+        ("hint_pressure", crate::hint::hint_pressure),
         ("transports", crate::transport::transports),
         ("deflate_on_oom", crate::oom::deflate_on_oom),
         ("no_deflate_on_oom", crate::oom::no_deflate_on_oom),

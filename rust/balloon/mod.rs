@@ -8,6 +8,7 @@
 //! above 2^32, targets above guest RAM, empty batches.
 
 pub(crate) mod features;
+pub(crate) mod hint;
 pub(crate) mod pfn;
 pub(crate) mod stats;
 pub(crate) mod target;

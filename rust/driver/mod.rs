@@ -9,6 +9,7 @@
 //! - [`stats`]: the statistics queue;
 //! - [`oom`]: deflate on OOM;
 //! - [`report`]: free page reporting;
+//! - [`hint`]: free page hinting;
 //! - [`pm`]: suspend and resume.
 //!
 //! Work runs on the freezable system workqueue, never in the virtqueue callbacks, which only
@@ -22,6 +23,7 @@
 //! callback only try-locks `state`, because compaction can be entered from an allocation made
 //! while `state` is held.
 
+mod hint;
 mod migrate;
 mod oom;
 mod pm;
@@ -32,9 +34,10 @@ mod stats;
 use crate::{
     balloon::{
         features::{
-            Queue, QueueMap, ALL_QUEUES, F_DEFLATE_ON_OOM, F_MUST_TELL_HOST, F_PAGE_POISON,
-            F_REPORTING, F_STATS_VQ, F_VERSION_1,
+            Queue, QueueMap, ALL_QUEUES, F_DEFLATE_ON_OOM, F_FREE_PAGE_HINT, F_MUST_TELL_HOST,
+            F_PAGE_POISON, F_REPORTING, F_STATS_VQ, F_VERSION_1,
         },
+        hint::CmdIdBuf,
         pfn::{PageGeometry, PfnBatch},
         stats::StatsBuf,
         target::buffers_in_flight,
@@ -42,17 +45,20 @@ use crate::{
         wire::WireEndian,
     },
     kext,
-    mm::{self, impl_has_field, BalloonList, BalloonPage, OomNotifier, PageReporting},
+    mm::{
+        self, impl_has_field, BalloonList, BalloonPage, OomNotifier, PageBlock, PageReporting,
+        Shrinker,
+    },
     virtio::{
         self, config_field, virtio_device_table, AckEvent, BufferQueue, ConfigField, Device,
-        DeviceId, Le32, OfferedFeatures, QueueIndex, Virtqueue, VqFactory,
+        DeviceId, Le32, OfferedFeatures, OwnedQueue, QueueIndex, Virtqueue, VqFactory,
     },
 };
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kernel::{
-    c_str, new_mutex, new_spinlock_irq,
+    c_str, new_mutex, new_spinlock, new_spinlock_irq,
     prelude::*,
-    sync::{aref::ARef, Arc, ArcBorrow, Mutex, SpinLockIrq},
+    sync::{aref::ARef, Arc, ArcBorrow, Mutex, SpinLock, SpinLockIrq},
     workqueue::{
         self, impl_has_delayed_work, impl_has_work, new_delayed_work, new_work, DelayedWork, Work,
     },
@@ -82,6 +88,11 @@ struct BalloonConfig {
 
 const NUM_PAGES: ConfigField<BalloonConfig> = config_field!(BalloonConfig, num_pages);
 const ACTUAL: ConfigField<BalloonConfig> = config_field!(BalloonConfig, actual);
+const HINT_CMD_ID: ConfigField<BalloonConfig> = config_field!(
+    BalloonConfig,
+    free_page_hint_cmd_id,
+    feature = F_FREE_PAGE_HINT
+);
 const POISON_VAL: ConfigField<BalloonConfig> =
     config_field!(BalloonConfig, poison_val, feature = F_PAGE_POISON);
 
@@ -146,6 +157,26 @@ pub(crate) struct VBalloon {
     awake: AtomicBool,
     /// Bytes of free pages reported since bind.
     reported_bytes: AtomicU64,
+    /// Bytes of free pages hinted since bind.
+    hinted_bytes: AtomicU64,
+    /// Order of the hinted blocks (`MAX_PAGE_ORDER`).
+    hint_order: u32,
+    /// Set at teardown and suspend: no hint work runs or is queued.
+    hint_stop: AtomicBool,
+    /// A config change since the hint work last read the command id.
+    hint_cmd_changed: AtomicBool,
+    /// The hinting work's own freezable queue, with `FREE_PAGE_HINT`.
+    hint_wq: Option<kext::FreezableQueue>,
+    #[pin]
+    hint: Mutex<hint::Hint>,
+    /// Blocks hinted in the open cycle, held until the host is done (or the shrinker asks);
+    /// room for all of guest memory reserved at probe.
+    #[pin]
+    hinted: SpinLock<KVec<KBox<PageBlock>>>,
+    #[pin]
+    hint_work: Work<VBalloon, 3>,
+    #[pin]
+    shrinker: Shrinker<VBalloon>,
     /// Set by a config change, cleared by the next resize step (ends an OOM hold).
     target_changed: AtomicBool,
     /// Pages allocated for an inflate, waiting for the host's ack before joining the list;
@@ -181,6 +212,7 @@ pub(crate) struct VBalloon {
 impl_has_work! {
     impl HasWork<Self, 0> for VBalloon { self.resize }
     impl HasWork<Self, 1> for VBalloon { self.stats_work }
+    impl HasWork<Self, 3> for VBalloon { self.hint_work }
 }
 impl_has_delayed_work! {
     impl HasDelayedWork<Self, 2> for VBalloon { self.retry }
@@ -188,6 +220,7 @@ impl_has_delayed_work! {
 impl_has_field!(VBalloon, list: BalloonList<VBalloon>);
 impl_has_field!(VBalloon, oom: OomNotifier<VBalloon>);
 impl_has_field!(VBalloon, reporting: PageReporting<VBalloon>);
+impl_has_field!(VBalloon, shrinker: Shrinker<VBalloon>);
 
 impl VBalloon {
     fn held_mib(&self, pages: u64) -> u64 {
@@ -202,6 +235,7 @@ impl virtio::Driver for VBalloon {
         F_MUST_TELL_HOST,
         F_STATS_VQ,
         F_DEFLATE_ON_OOM,
+        F_FREE_PAGE_HINT,
         F_PAGE_POISON,
         F_REPORTING,
     ];
@@ -233,18 +267,22 @@ impl virtio::Driver for VBalloon {
         } else {
             None
         };
-        // No hinting queue yet (FREE_PAGE_HINT is not in the feature table).
-        let report_vq = if map.index(Queue::Reporting).is_some() {
-            let vq = vqs.next().ok_or(EINVAL)?;
-            match validate::reporting_capacity(vq.ring_size()?) {
-                Ok(capacity) => Some((vq, capacity)),
-                Err(why) => {
-                    dev_warn!(dev.as_dev(), "free page reporting off: {:?}\n", why);
-                    None
-                }
-            }
+        let hint_queue = hint_queue(&map, &mut vqs)?;
+        let report_vq = reporting_queue(dev, &map, &mut vqs)?;
+        let hint_wq = match hint_queue {
+            Some(_) => Some(kext::FreezableQueue::new(c_str!("vballoon-hint"))?),
+            None => None,
+        };
+        let hint_order = mm::hint_block_order();
+        // One slot per block of guest memory, so holding hinted blocks never allocates.
+        let max_blocks = mm::totalram_pages()
+            .checked_shr(hint_order)
+            .unwrap_or(0)
+            .saturating_add(1);
+        let hinted = if hint_queue.is_some() {
+            KVec::with_capacity(usize::try_from(max_blocks).unwrap_or(0), GFP_KERNEL)?
         } else {
-            None
+            KVec::new()
         };
         let deflate_on_oom = dev.has_feature(F_DEFLATE_ON_OOM);
         let adjust_managed = !deflate_on_oom;
@@ -286,6 +324,15 @@ impl virtio::Driver for VBalloon {
                 report_vq <- new_mutex!(report_vq, "vballoon::report_vq"),
                 awake: AtomicBool::new(false),
                 reported_bytes: AtomicU64::new(0),
+                hinted_bytes: AtomicU64::new(0),
+                hint_order,
+                hint_stop: AtomicBool::new(false),
+                hint_cmd_changed: AtomicBool::new(false),
+                hint_wq,
+                hint <- new_mutex!(hint::Hint::new(hint_queue), "vballoon::hint"),
+                hinted <- new_spinlock!(hinted, "vballoon::hinted"),
+                hint_work <- new_work!("vballoon::hint_work"),
+                shrinker <- Shrinker::new(),
                 target_changed: AtomicBool::new(false),
                 incoming <- new_mutex!(incoming, "vballoon::incoming"),
                 acked <- AckEvent::new(),
@@ -317,18 +364,23 @@ impl virtio::Driver for VBalloon {
         if deflate_on_oom {
             this.oom.register()?;
         }
+        if this.hint_wq.is_some() {
+            // Hinted blocks go back under memory pressure.
+            this.shrinker.register(c_str!("vballoon-hint"))?;
+        }
         // The balloon holds a wakeup source while it works on a new target, as the C driver.
         dev.set_wakeup_capable();
         dev_info!(
             dev.as_dev(),
-            "vballoon bound: {} KiB pages, {} PFNs per page, {} buffers in flight (ring {}), floor {} MiB{}{}\n",
+            "vballoon bound: {} KiB pages, {} PFNs per page, {} buffers in flight (ring {}), floor {} MiB{}{}{}\n",
             geometry.page_bytes() / 1024,
             geometry.pfns_per_page(),
             inflight,
             ring,
             floor_bytes / MIB,
             if deflate_on_oom { ", deflate on OOM" } else { "" },
-            if this.report_vq.lock().is_some() { ", free page reporting" } else { "" }
+            if this.report_vq.lock().is_some() { ", free page reporting" } else { "" },
+            if this.hint_wq.is_some() { ", free page hinting" } else { "" }
         );
         Ok(this)
     }
@@ -346,12 +398,15 @@ impl virtio::Driver for VBalloon {
         // Config changes are off before remove runs.
         this.target_changed.store(true, Ordering::Release);
         this.stay_awake();
+        Self::hint_requested(this);
         Self::kick(this);
     }
 
     fn vq_callback(this: ArcBorrow<'_, Self>, queue: QueueIndex) {
         match this.queues.queue(queue) {
             Some(Queue::Inflate | Queue::Deflate | Queue::Reporting) => this.acked.signal(),
+            // Hint buffers are taken back by the hint work; nothing waits on them.
+            Some(Queue::FreePage) => {}
             Some(Queue::Stats) => Self::stats_requested(this),
             _ => {}
         }
@@ -361,6 +416,8 @@ impl virtio::Driver for VBalloon {
         // No report and no OOM call runs after these return.
         this.reporting.unregister();
         this.oom.unregister();
+        this.shrinker.unregister();
+        this.stop_hinting(true);
         this.stop_stats();
         this.state.lock().stopping = true;
         // `retry` only queues `resize` while not stopping, so after both flushes nothing of
@@ -374,9 +431,10 @@ impl virtio::Driver for VBalloon {
         let oom = this.held_mib(this.state.lock().oom_deflated);
         dev_info!(
             this.dev.as_dev(),
-            "unbound; answered {} stats requests, reported {} MiB of free pages, gave back {} MiB on OOM\n",
+            "unbound; answered {} stats requests, reported {} MiB and hinted {} MiB of free pages, gave back {} MiB on OOM\n",
             served,
             this.reported_bytes.load(Ordering::Relaxed) / MIB,
+            this.hinted_bytes.load(Ordering::Relaxed) / MIB,
             oom
         );
     }
@@ -405,13 +463,23 @@ fn queue_names(map: &QueueMap) -> Result<KVec<&'static CStr>> {
     Ok(names)
 }
 
+/// The free page hinting queue (the next of `vqs`, when the device has one).
+fn hint_queue(
+    map: &QueueMap,
+    vqs: &mut impl Iterator<Item = Virtqueue>,
+) -> Result<Option<OwnedQueue<CmdIdBuf, PageBlock>>> {
+    if map.index(Queue::FreePage).is_none() {
+        return Ok(None);
+    }
+    Ok(Some(OwnedQueue::new(vqs.next().ok_or(EINVAL)?)?))
+}
+
 /// The reporting queue (the next of `vqs`, when the device has one) and its capacity.
 fn reporting_queue(
     dev: &Device<Core<'_>>,
     map: &QueueMap,
     vqs: &mut impl Iterator<Item = Virtqueue>,
 ) -> Result<Option<(Virtqueue, usize)>> {
-    // No hinting queue yet (FREE_PAGE_HINT is not in the feature table).
     if map.index(Queue::Reporting).is_none() {
         return Ok(None);
     }

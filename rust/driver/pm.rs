@@ -6,7 +6,7 @@
 //! to the host's standing target. A wakeup source is held while the balloon works on a new
 //! target, so the system does not suspend half-way through.
 
-use super::{queue_names, reporting_queue, Queues, VBalloon};
+use super::{hint_queue, queue_names, reporting_queue, Queues, VBalloon};
 use crate::{
     balloon::{features::Queue, stats::StatsBuf},
     virtio::{BufferQueue, Device, VqFactory},
@@ -30,6 +30,8 @@ impl VBalloon {
             return Err(e);
         }
         self.suspend_stats();
+        // The hint work is frozen too: do not wait for it.
+        self.stop_hinting(false);
         self.relax();
         dev_info!(
             dev.as_dev(),
@@ -49,11 +51,13 @@ impl VBalloon {
             Some(_) => Some(BufferQueue::new(vqs.next().ok_or(EINVAL)?)),
             None => None,
         };
+        let hint = hint_queue(&self.queues, &mut vqs)?;
         let report = reporting_queue(dev, &self.queues, &mut vqs)?;
         let buf = KBox::new(StatsBuf::with_endian(self.endian), GFP_KERNEL)?;
         self.state.lock().queues = Some(Queues { inflate, deflate });
         *self.report_vq.lock() = report;
         self.resume_stats(stats, buf);
+        self.resume_hinting(hint);
         dev_info!(dev.as_dev(), "resume: returning to the host's target\n");
         Ok(())
     }

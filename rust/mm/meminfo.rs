@@ -80,3 +80,15 @@ pub(crate) fn freed_pages() -> crate::balloon::validate::FreedPages {
         poisoning: unsafe { ffi::vballoon_page_poisoning_enabled() },
     }
 }
+
+/// Pages of RAM the kernel manages (`totalram_pages`).
+pub(crate) fn totalram_pages() -> u64 {
+    // SAFETY: Reads a global counter.
+    unsafe { ffi::vballoon_totalram_pages() as u64 }
+}
+
+/// The order of free page hint blocks (`MAX_PAGE_ORDER`, as the C driver).
+pub(crate) fn hint_block_order() -> u32 {
+    // SAFETY: Reads a compile-time constant.
+    unsafe { ffi::vballoon_hint_block_order() }
+}

@@ -5,6 +5,8 @@
 //! - [`list`]: the balloon page list (movable pages, managed page count, migration callback);
 //! - [`oom`]: the OOM notifier;
 //! - [`reporting`]: free page reporting;
+//! - [`block`]: blocks of free pages for hinting;
+//! - [`shrinker`]: giving memory back under pressure;
 //! - [`meminfo`]: memory figures for the floor and the statistics queue;
 //! - [`field`]: how a callback finds the owner around the C struct it was given.
 //!
@@ -15,16 +17,22 @@
 //! C headers: `include/linux/balloon.h`, `mm/balloon.c`, `include/linux/oom.h`,
 //! `include/linux/page_reporting.h`.
 
+mod block;
 mod field;
 mod list;
 mod meminfo;
 mod oom;
 mod page;
 mod reporting;
+mod shrinker;
 
+pub(crate) use block::PageBlock;
 pub(crate) use field::{impl_has_field, HasField};
 pub(crate) use list::{BalloonList, Migrate};
-pub(crate) use meminfo::{freed_pages, mem_available_pages, stats_sample};
+pub(crate) use meminfo::{
+    freed_pages, hint_block_order, mem_available_pages, stats_sample, totalram_pages,
+};
 pub(crate) use oom::{OomHandler, OomNotifier};
 pub(crate) use page::{page_shift, BalloonPage, PageRef};
 pub(crate) use reporting::{PageReporting, Reporter};
+pub(crate) use shrinker::{Shrink, Shrinker};

@@ -2,7 +2,7 @@
 
 //! Device-readable buffers, and a queue that owns its one outstanding buffer.
 
-use super::queue::Virtqueue;
+use super::{queue::Virtqueue, segments::Segments};
 use kernel::prelude::*;
 
 /// A buffer the device reads. Queues take it only inside a `KBox` (kmalloc memory, in the
@@ -11,6 +11,14 @@ use kernel::prelude::*;
 pub(crate) trait DeviceReadable: Send + 'static {
     /// The bytes the device reads, inside `self`.
     fn bytes(&self) -> &[u8];
+}
+
+/// A buffer the device writes, owning the memory its segments describe: while a queue holds
+/// it, that memory stays valid (a [`Segments`] can only be made by `unsafe` code that vouches
+/// for exactly that, and it borrows `self`).
+pub(crate) trait OwnsSegments: Send + 'static {
+    /// The segments of memory the device may write.
+    fn segments(&mut self) -> Option<Segments<'_>>;
 }
 
 /// Whether `bytes` lies inside `owner`'s own memory.

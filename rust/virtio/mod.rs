@@ -14,6 +14,7 @@
 //! - [`queue`]: queue sets created once per binding and revoked by it; transfers;
 //! - [`buffer`]: device-readable buffers that can only be kmalloc'ed owners;
 //! - [`segments`]: borrowed device-writable segment lists (free page reports);
+//! - [`owned`]: a queue of owned buffers posted without waiting (free page hints);
 //! - [`event`]: the wake-up a hard-IRQ queue callback gives a waiting task.
 //!
 //! Every `unsafe` block of the module that touches virtio is in this directory. No raw
@@ -41,11 +42,12 @@ mod config;
 mod device;
 mod event;
 mod id;
+mod owned;
 mod queue;
 mod segments;
 
 pub(crate) use adapter::{module_virtio_driver, Adapter, Driver, QueueIndex};
-pub(crate) use buffer::{BufferQueue, DeviceReadable};
+pub(crate) use buffer::{BufferQueue, DeviceReadable, OwnsSegments};
 pub(crate) use config::{config_field, ConfigField, Le32};
 pub(crate) use device::Device;
 #[allow(
@@ -55,5 +57,6 @@ pub(crate) use device::Device;
 pub(crate) use device::OfferedFeatures;
 pub(crate) use event::AckEvent;
 pub(crate) use id::{virtio_device_table, DeviceId, IdTable};
+pub(crate) use owned::{OwnedQueue, Returned};
 pub(crate) use queue::{Virtqueue, VqFactory};
 pub(crate) use segments::Segments;

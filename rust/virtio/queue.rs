@@ -28,8 +28,8 @@ use kernel::{
 struct Slot {
     /// `None` once the set is revoked.
     vq: Option<NonNull<ffi::virtqueue>>,
-    /// A buffer the device may still read whose owner went away: freed after the reset.
-    parked: Option<KBox<dyn Send>>,
+    /// Buffers the device may still use whose owners went away: freed after the reset.
+    parked: KVec<KBox<dyn Send>>,
 }
 
 // SAFETY: The queue pointer is only used under the slot's mutex; the parked buffer is `Send`.
@@ -65,7 +65,8 @@ impl VqSet {
         }
         // The device is reset (now or at an earlier revoke): nothing reads these any more.
         for slot in &self.slots {
-            drop(slot.lock().parked.take());
+            let parked = core::mem::take(&mut slot.lock().parked);
+            drop(parked);
         }
     }
 }
@@ -116,7 +117,7 @@ impl<'a, T: Driver> VqFactory<'a, T> {
                     new_mutex!(
                         Slot {
                             vq: None,
-                            parked: None
+                            parked: KVec::new()
                         },
                         "vballoon::virtio::vq_slot"
                     ),
@@ -350,15 +351,65 @@ impl Virtqueue {
     pub(super) fn park(&self, buf: KBox<dyn Send>) {
         match self.slot() {
             Ok(slot) => {
-                // At most one parked buffer per queue: only queues that own their one
-                // outstanding buffer park. Another would be a bug; leak it rather than free
-                // memory the device may read.
-                if let Some(old) = slot.lock().parked.replace(buf) {
-                    core::mem::forget(old);
+                let mut s = slot.lock();
+                if s.parked.reserve(1, GFP_ATOMIC).is_err() {
+                    // Out of memory: leak it rather than free memory the device may use.
+                    core::mem::forget(buf);
+                } else if let Err(e) = s.parked.push_within_capacity(buf) {
+                    // Unreachable (room was just reserved); leak rather than free.
+                    core::mem::forget(e.0);
                 }
             }
             // Unreachable: `index` is within the set. Leak rather than free too early.
             Err(_) => core::mem::forget(buf),
         }
+    }
+
+    /// Adds `buf` as one device-readable buffer (token: its bytes), without notifying.
+    pub(super) fn add_readable<B: DeviceReadable>(&self, buf: &B) -> Result {
+        let bytes = buf.bytes();
+        if bytes.is_empty() || !contains(buf, bytes) {
+            return Err(EINVAL);
+        }
+        let len = u32::try_from(bytes.len()).map_err(|_| EINVAL)?;
+        let slot = self.slot()?.lock();
+        let vq = slot.vq.ok_or(ENODEV)?;
+        // SAFETY: `vq` is live and ours; the caller keeps the buffer alive and unchanged until
+        // the device returns it or is reset (it owns the box, or parks it).
+        to_result(unsafe {
+            ffi::vballoon_add_outbuf(vq.as_ptr(), bytes.as_ptr().cast_mut().cast(), len)
+        })
+    }
+
+    /// Adds `segs` as one device-writable buffer with `token`, without notifying.
+    pub(super) fn add_writable(&self, segs: &mut Segments<'_>, token: usize) -> Result {
+        let slot = self.slot()?.lock();
+        let vq = slot.vq.ok_or(ENODEV)?;
+        let (sg, nents) = segs.raw();
+        // SAFETY: `vq` is live and ours; the memory of `segs` is owned by the caller's buffer,
+        // kept alive until the device returns it or is reset. The token is only compared.
+        to_result(unsafe {
+            ffi::vballoon_add_inbuf_token(vq.as_ptr(), sg, nents, token as *mut kernel::ffi::c_void)
+        })
+    }
+
+    /// Notifies the device.
+    pub(super) fn kick(&self) {
+        let Ok(slot) = self.slot() else { return };
+        let slot = slot.lock();
+        if let Some(vq) = slot.vq {
+            // SAFETY: `vq` is live and ours.
+            unsafe { ffi::virtqueue_kick(vq.as_ptr()) };
+        }
+    }
+
+    /// The token of a buffer the device has returned, if any.
+    pub(super) fn get_used(&self) -> Option<usize> {
+        let slot = self.slot().ok()?.lock();
+        let vq = slot.vq?;
+        let mut len = 0u32;
+        // SAFETY: `vq` is live and ours.
+        let token = unsafe { ffi::virtqueue_get_buf(vq.as_ptr(), &mut len) };
+        (!token.is_null()).then_some(token as usize)
     }
 }
