@@ -1,4 +1,4 @@
-//! Deflate-on-OOM scenarios (issue 5): the guest takes memory back from the balloon instead of
+//! Deflate-on-OOM scenarios (issue 7): the guest takes memory back from the balloon instead of
 //! killing a process, and does not re-inflate until the host sets a new target.
 
 use crate::guest::{Vm, GIB, MIB};

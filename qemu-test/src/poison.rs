@@ -1,4 +1,4 @@
-//! `validate` and `PAGE_POISON` (issue 5): the negotiated features equal the C driver's for
+//! `validate` and `PAGE_POISON` (issue 7): the negotiated features equal the C driver's for
 //! every guest setting and device option, and a device that needs `ACCESS_PLATFORM` is refused.
 
 use crate::guest::{Vm, VmOpts, MIB};

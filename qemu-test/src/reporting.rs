@@ -1,4 +1,4 @@
-//! Free page reporting scenarios (issue 5): freed guest memory goes back to the host.
+//! Free page reporting scenarios (issue 7): freed guest memory goes back to the host.
 
 use crate::guest::{Vm, MIB};
 use crate::scenarios::{boot_with_property, load, Ctx, Drv};

@@ -228,7 +228,7 @@ pub fn floor_holds(ctx: &Ctx) -> Result<()> {
 }
 
 /// While the balloon holds at the floor the driver re-checks every second; a new target from
-/// the host must not wait for that timer (issue 4, defect 6). Five rounds: from the floor, ask
+/// the host must not wait for that timer (issue 6, defect 6). Five rounds: from the floor, ask
 /// for 64 MiB more guest memory and time the first change of `actual`; then back to the floor.
 fn reacts_after_floor_hold(vm: &mut Vm) -> Result<()> {
     let mut ms = Vec::new();
@@ -328,7 +328,7 @@ pub fn compaction_migrates(ctx: &Ctx) -> Result<()> {
         zones0 == zones1,
         "managed pages per zone changed: {zones0:?} -> {zones1:?}"
     );
-    // Issue 4, defect 2: rmmod while compaction keeps isolating balloon pages. Teardown must
+    // Issue 6, defect 2: rmmod while compaction keeps isolating balloon pages. Teardown must
     // wait for every isolated page to come back, never free the list under it.
     vm.balloon(GIB)?;
     vm.wait_actual(GIB, MOVE_TIMEOUT)?;
