@@ -310,40 +310,17 @@ impl Virtqueue {
     }
 
     /// Posts `buf` as one device-readable buffer and notifies the device, without waiting.
-    /// Returns the buffer if the ring refused it.
-    pub(super) fn post_owned<B: DeviceReadable>(
-        &self,
-        buf: &KBox<B>,
-    ) -> core::result::Result<(), Error> {
-        let bytes = buf.bytes();
-        if bytes.is_empty() || !contains(&**buf, bytes) {
-            return Err(EINVAL);
-        }
-        let len = u32::try_from(bytes.len()).map_err(|_| EINVAL)?;
-        let slot = self.slot()?.lock();
-        let vq = slot.vq.ok_or(ENODEV)?;
-        // SAFETY: `vq` is live and ours; the caller keeps the buffer (kmalloc memory) alive and
-        // unchanged until `take_used` returns true or it is parked with `park`.
-        to_result(unsafe {
-            ffi::vballoon_add_outbuf(vq.as_ptr(), bytes.as_ptr().cast_mut().cast(), len)
-        })?;
-        // SAFETY: `vq` is live and ours.
-        unsafe { ffi::virtqueue_kick(vq.as_ptr()) };
+    /// The caller keeps the buffer alive and unchanged until [`Virtqueue::take_used`] says
+    /// the device returned it, or parks it with [`Virtqueue::park`].
+    pub(super) fn post_owned<B: DeviceReadable>(&self, buf: &KBox<B>) -> Result {
+        self.add_readable(&**buf)?;
+        self.kick();
         Ok(())
     }
 
     /// Whether the device has returned a buffer posted with [`Virtqueue::post_owned`].
     pub(super) fn take_used(&self) -> bool {
-        let Ok(slot) = self.slot() else {
-            return false;
-        };
-        let slot = slot.lock();
-        let Some(vq) = slot.vq else {
-            return false;
-        };
-        let mut len = 0u32;
-        // SAFETY: `vq` is live and ours.
-        !unsafe { ffi::virtqueue_get_buf(vq.as_ptr(), &mut len) }.is_null()
+        self.get_used().is_some()
     }
 
     /// Hands a posted buffer to the set, which frees it once the device is reset (at revoke,
