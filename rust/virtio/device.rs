@@ -28,6 +28,8 @@ use kernel::{
 #[repr(transparent)]
 pub(crate) struct Device<Ctx: DeviceContext = Normal>(Opaque<ffi::virtio_device>, PhantomData<Ctx>);
 
+// SAFETY: `Device<Ctx>` wraps the same `virtio_device` transparently for every `Ctx`, and a
+// stronger context (`Core`, `Bound`) implies every weaker one.
 kernel::impl_device_context_deref!(unsafe { Device });
 kernel::impl_device_context_into_aref!(Device);
 
