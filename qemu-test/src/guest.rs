@@ -399,6 +399,20 @@ impl Vm {
         Ok(())
     }
 
+    /// The device features the host sees negotiated (`x-query-virtio-status` of the balloon's
+    /// virtio backend): QEMU's names of the device-specific bits.
+    pub fn host_seen_features(&mut self) -> Result<Vec<String>> {
+        let st = self
+            .qmp
+            .execute(&qmp::x_query_virtio_status {
+                path: "/machine/peripheral/balloon0/virtio-backend".into(),
+            })
+            .map_err(|e| anyhow!("x-query-virtio-status: {e:?}"))?;
+        let mut f = st.guest_features.dev_features.unwrap_or_default();
+        f.sort();
+        Ok(f)
+    }
+
     /// Resumes a stopped guest (`cont`), e.g. after a migration completed.
     pub fn cont(&mut self) -> Result<()> {
         self.qmp

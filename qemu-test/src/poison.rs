@@ -3,6 +3,7 @@
 
 use crate::guest::{Vm, VmOpts, MIB};
 use crate::scenarios::{load, Ctx, Drv, MOVE_TIMEOUT};
+use crate::stats::{guest_stats, set_polling, wait_update};
 use anyhow::{ensure, Result};
 use std::time::Duration;
 
@@ -11,16 +12,82 @@ const F_REPORTING: u64 = 1 << 5;
 
 /// Loads `drv`, reads the negotiated features, does a small inflate/deflate, unloads.
 fn features_and_balloon(vm: &mut Vm, drv: Drv) -> Result<u64> {
+    Ok(features_balloon_stats(vm, drv, false)?.0)
+}
+
+/// As [`features_and_balloon`]; with `stats`, also waits for a stats update (the stats queue
+/// is where both sides expect it) and returns the features the host sees.
+fn features_balloon_stats(vm: &mut Vm, drv: Drv, stats: bool) -> Result<(u64, Vec<String>)> {
     load(vm, drv)?;
     let f = vm.balloon_features()?;
+    let host = if stats {
+        vm.host_seen_features()?
+    } else {
+        Vec::new()
+    };
     let size = vm.actual()?;
     vm.balloon(size - 64 * MIB)?;
     vm.wait_actual(size - 64 * MIB, MOVE_TIMEOUT)?;
     vm.balloon(size)?;
     vm.wait_actual(size, MOVE_TIMEOUT)?;
+    if stats {
+        let (_, last) = guest_stats(vm)?;
+        wait_update(vm, last, Duration::from_secs(30))?;
+    }
     let (rc, out) = vm.sh_rc(drv.rmmod(), Duration::from_secs(60))?;
     ensure!(rc == 0, "{drv:?}: rmmod: {out}");
-    Ok(f)
+    Ok((f, host))
+}
+
+/// Issue 8's feature matrix: deflate-on-oom × free-page-hint × free-page-reporting on the
+/// device (QEMU always offers stats), among them reporting without hinting (a queue-index
+/// hole). One short boot each, both drivers in turn: the negotiated features (guest's sysfs
+/// and the host's `x-query-virtio-status`) are the C driver's, and a small inflate/deflate and
+/// a stats update work with each.
+pub fn feature_matrix(ctx: &Ctx) -> Result<()> {
+    let mut rows = Vec::new();
+    for oom in ["off", "on"] {
+        for hint in ["off", "on"] {
+            for reporting in ["off", "on"] {
+                let opts = VmOpts {
+                    mem_mib: 1024,
+                    balloon_device: format!(
+                        "virtio-balloon-pci,id=balloon0,deflate-on-oom={oom},free-page-hint={hint},free-page-reporting={reporting}{}",
+                        if hint == "on" { ",iothread=iot0" } else { "" }
+                    ),
+                    extra: if hint == "on" {
+                        vec!["-object".into(), "iothread,id=iot0".into()]
+                    } else {
+                        vec![]
+                    },
+                    ..VmOpts::default()
+                };
+                let name = format!("features_oom{oom}_hint{hint}_rep{reporting}");
+                let mut vm = Vm::boot(&name, ctx.paths, ctx.initramfs, &opts)?;
+                set_polling(&mut vm, 1)?;
+                let (ours, ours_host) = features_balloon_stats(&mut vm, Drv::Rust, true)?;
+                let (theirs, theirs_host) = features_balloon_stats(&mut vm, Drv::C, true)?;
+                rows.push(format!(
+                    "deflate-on-oom={oom:<3} free-page-hint={hint:<3} reporting={reporting:<3}: vballoon {ours:#x} C {theirs:#x}; host sees {}",
+                    ours_host.join(",")
+                ));
+                ensure!(
+                    ours == theirs,
+                    "{name}: vballoon negotiated {ours:#x}, the C driver {theirs:#x}"
+                );
+                ensure!(
+                    ours_host == theirs_host,
+                    "{name}: the host sees {ours_host:?} with vballoon, {theirs_host:?} with C"
+                );
+                vm.assert_dmesg_clean()?;
+                vm.shutdown()?;
+            }
+        }
+    }
+    for r in rows {
+        println!("    {r}");
+    }
+    Ok(())
 }
 
 /// Guest command line × `page-poison` × `free-page-reporting`: one short boot each, both

@@ -464,7 +464,8 @@ pub type Scenario = (&'static str, fn(&Ctx) -> Result<()>);
 /// Matrices and controls that run on the test kernel only: the debug kernel runs each feature
 /// once (its scenario above), which is where its checkers (lockdep, KFENCE, kmemleak, CFI) add
 /// something.
-pub const TEST_KERNEL_ONLY: [&str; 4] = [
+pub const TEST_KERNEL_ONLY: [&str; 5] = [
+    "feature_matrix",
     "no_deflate_on_oom",
     "no_free_page_reporting",
     "poison_matrix",
@@ -505,6 +506,7 @@ pub fn all() -> Vec<Scenario> {
             crate::reporting::no_free_page_reporting,
         ),
         ("poison_matrix", crate::poison::poison_matrix),
+        ("feature_matrix", crate::poison::feature_matrix),
         (
             "iommu_platform_refused",
             crate::poison::iommu_platform_refused,
