@@ -130,8 +130,10 @@ impl VBalloon {
             }
         };
         if self.target_changed.swap(false, Ordering::AcqRel) {
-            // The host spoke since the OOM path deflated: follow it again.
+            // The host spoke: follow it again after an OOM deflate, and a hold at the floor
+            // for the new target is a new episode (one log line each).
             st.oom_hold = None;
+            st.floor_logged = false;
         }
         let target = target::effective_target(&self.geometry, num_pages, st.oom_hold, st.held);
         let headroom = Headroom {
@@ -190,7 +192,8 @@ impl VBalloon {
             incoming.clear();
             return None;
         }
-        st.floor_logged = false;
+        // A few pages of progress while MemAvailable hovers at the floor do not end the floor
+        // episode (only reaching the target or a new target does): no line per wobble.
         match self.fill(&mut st, &mut incoming) {
             Ok(_) if short => {
                 if !st.puff_logged {
