@@ -150,6 +150,15 @@ impl VBalloon {
         if let Ok(stop) = KBox::new(CmdIdBuf::new(hint::CMD_ID_STOP, self.endian), GFP_KERNEL) {
             let _ = q.post_readable(stop);
         }
+        // Take back what the host returns now (bounded: 200 ms), so the held blocks are where
+        // the shrinker finds them rather than on the ring until the next config change.
+        for _ in 0..200 {
+            self.reap_hints(q, true);
+            if q.outstanding() == 0 {
+                break;
+            }
+            fsleep(Delta::from_millis(1));
+        }
         self.hinted_bytes
             .fetch_add(self.geometry.pages_to_bytes(pages), Ordering::Relaxed);
         dev_info!(
@@ -234,6 +243,14 @@ impl Shrink for VBalloon {
     }
 
     fn scan(&self, nr_to_scan: u64) -> u64 {
+        // Blocks the host has returned but the hint work has not taken back yet count too;
+        // never wait for the hint work (it may be allocating).
+        if let Some(mut h) = self.hint.try_lock() {
+            let open = h.open;
+            if let Some(q) = h.queue.as_mut() {
+                self.reap_hints(q, open);
+            }
+        }
         let block_pages = 1u64.checked_shl(self.hint_order).unwrap_or(0);
         self.return_hinted(hint::blocks_to_shrink(nr_to_scan, block_pages))
     }
