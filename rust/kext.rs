@@ -67,3 +67,11 @@ impl Drop for FreezableQueue {
         unsafe { ffi::destroy_workqueue(self.raw.as_ptr().cast()) };
     }
 }
+
+/// Milliseconds on the monotonic clock, for measuring waits (`Instant` subtraction carries an
+/// overflow check that would be a panic path in the driver).
+pub(crate) fn monotonic_ms() -> u64 {
+    // SAFETY: `ktime_get` has no preconditions and may be called in any context.
+    let ns = unsafe { kernel::bindings::ktime_get() };
+    u64::try_from(ns).unwrap_or(0) / 1_000_000
+}

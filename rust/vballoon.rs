@@ -32,5 +32,9 @@ virtio::module_virtio_driver! {
             default: 64,
             description: "Never inflate while the guest's MemAvailable is below this many MiB (default 64)",
         },
+        host_timeout_ms: u32 {
+            default: 5000,
+            description: "How long the host may take to use a buffer before the balloon stops and says so; unbind waits at most this long before resetting the device (default 5000)",
+        },
     },
 }

@@ -130,9 +130,9 @@ impl VBalloon {
             }
             self.reap_hints(q, true);
             if !hint::hint_ring_room(q.ring_size(), q.outstanding()) {
-                // The host is busy with the ring: let it catch up (bounded: 5 s).
+                // The host is busy with the ring: let it catch up (bounded by host_timeout_ms).
                 waited = waited.saturating_add(1);
-                if waited > 5000 {
+                if waited > self.acked.limit_ms() {
                     break "the host stopped taking hints";
                 }
                 fsleep(Delta::from_millis(1));

@@ -9,6 +9,11 @@ use kernel::prelude::*;
 
 impl Migrate for VBalloon {
     fn migrate(&self, new: PageRef<'_>, old: PageRef<'_>) -> Result {
+        // A host past its time on a transfer would keep compaction waiting too: leave the
+        // pages where they are until it answers.
+        if self.acked.overdue() {
+            return Err(EAGAIN);
+        }
         // Never wait for `state`: the inflate path may hold it while allocating, which is what
         // can have entered compaction. `EAGAIN` makes the core put the page back and retry.
         let mut guard = self.state.try_lock().ok_or(EAGAIN)?;

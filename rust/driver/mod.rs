@@ -335,7 +335,7 @@ impl virtio::Driver for VBalloon {
                 shrinker <- Shrinker::new(),
                 target_changed: AtomicBool::new(false),
                 incoming <- new_mutex!(incoming, "vballoon::incoming"),
-                acked <- AckEvent::new(),
+                acked <- AckEvent::new(crate::module_parameters::host_timeout_ms.value()),
                 state <- new_mutex!(State {
                     queues: Some(Queues { inflate, deflate }),
                     held: 0,
@@ -413,6 +413,10 @@ impl virtio::Driver for VBalloon {
     }
 
     fn remove(_dev: &Device<Core<'_>>, this: ArcBorrow<'_, Self>) {
+        // Every wait on the host ends within `host_timeout_ms` from here: one the host does
+        // not answer resets the device (which then uses no buffer), so nothing below waits
+        // for ever on a host that stopped answering.
+        this.acked.abandon();
         // No report and no OOM call runs after these return.
         this.reporting.unregister();
         this.oom.unregister();

@@ -5,13 +5,31 @@
 
 use super::{VBalloon, NUM_PAGES};
 use crate::{balloon::target, mm::OomHandler};
-use kernel::prelude::*;
+use kernel::{
+    prelude::*,
+    time::{delay::fsleep, Delta},
+};
 
 impl OomHandler for VBalloon {
     fn out_of_memory(&self) -> u64 {
+        // A host that is not answering cannot take a deflate either: let the kernel go on.
+        if self.acked.overdue() {
+            return 0;
+        }
         // `state` is never held across an allocation (see the lock order), so waiting for it
-        // here cannot wait for this very allocation.
-        let mut st = self.state.lock();
+        // here cannot wait for this very allocation; but it may be held by a transfer the
+        // host is slow to answer, so the wait is bounded by the host limit too.
+        let mut waited_ms = 0u32;
+        let mut st = loop {
+            if let Some(st) = self.state.try_lock() {
+                break st;
+            }
+            if waited_ms >= self.acked.limit_ms() || self.acked.overdue() {
+                return 0;
+            }
+            fsleep(Delta::from_millis(1));
+            waited_ms = waited_ms.saturating_add(1);
+        };
         if st.stopping || st.held == 0 {
             return 0;
         }

@@ -26,6 +26,8 @@ use kernel::{
 
 /// What a queue's slot holds while the binding lives.
 struct Slot {
+    /// The queue's name, for log lines.
+    name: &'static CStr,
     /// `None` once the set is revoked.
     vq: Option<NonNull<ffi::virtqueue>>,
     /// Buffers the device may still use whose owners went away: freed after the reset.
@@ -116,6 +118,7 @@ impl<'a, T: Driver> VqFactory<'a, T> {
                 KBox::pin_init(
                     new_mutex!(
                         Slot {
+                            name,
                             vq: None,
                             parked: KVec::new()
                         },
@@ -178,7 +181,7 @@ pub(crate) struct Transferred {
     pub(crate) result: Result,
 }
 
-/// Longest a transfer waits between checks of the device (a broken device ends the wait).
+/// Longest a transfer sleeps between checks of the device (a broken device ends the wait).
 const WAIT_SLICE_MS: u32 = 1000;
 
 impl Virtqueue {
@@ -202,7 +205,8 @@ impl Virtqueue {
     /// bytes a buffer names must lie inside it (`EINVAL` otherwise). Posting stops at the first
     /// error; what was posted is still waited for. `acked` must be signalled by the driver's
     /// callback for this queue. If the device is broken (marked by unbind, or by the
-    /// transport), the device is reset before this returns `EIO`.
+    /// transport), the device is reset before this returns `EIO`; if `acked` is abandoned and
+    /// the device is past its limit, it is broken and reset before this returns `ETIMEDOUT`.
     pub(crate) fn transfer<B: DeviceReadable>(
         &self,
         bufs: &[KBox<B>],
@@ -252,29 +256,8 @@ impl Virtqueue {
         }
         // SAFETY: `vq` is live and ours.
         unsafe { ffi::virtqueue_kick(vq.as_ptr()) };
-        let mut left = posted;
-        while left > 0 {
-            // Read the event before looking at the ring: a callback after the look changes it,
-            // so the wait below cannot miss it.
-            let seen = acked.current();
-            let mut len = 0u32;
-            // SAFETY: `vq` is live and ours.
-            let token = unsafe { ffi::virtqueue_get_buf(vq.as_ptr(), &mut len) };
-            if !token.is_null() {
-                left = left.saturating_sub(1);
-                continue;
-            }
-            // SAFETY: `vq` is live.
-            if unsafe { ffi::virtqueue_is_broken(vq.as_ptr()) } {
-                // The device will never return the buffers: reset it so it lets go of them
-                // before the borrow ends. The set is unusable from here on anyway.
-                self.set.dev.reset();
-                return Transferred {
-                    posted,
-                    result: Err(EIO),
-                };
-            }
-            acked.wait_changed(seen, WAIT_SLICE_MS);
+        if let Err(e) = self.wait_used(vq, guard.name, posted, acked) {
+            result = Err(e);
         }
         Transferred { posted, result }
     }
@@ -293,20 +276,83 @@ impl Virtqueue {
         to_result(unsafe { ffi::vballoon_add_inbuf_sg(vq.as_ptr(), sg, nents) })?;
         // SAFETY: `vq` is live and ours.
         unsafe { ffi::virtqueue_kick(vq.as_ptr()) };
-        loop {
+        self.wait_used(vq, guard.name, 1, acked)
+    }
+
+    /// Waits until the device has used `left` more buffers of `vq` (this queue, whose slot
+    /// lock the caller holds). Past `acked`'s limit the wait is overdue: one line says so and
+    /// the wait goes on (the buffers are the device's until it uses them), unless `acked` is
+    /// abandoned, which breaks and resets the device and returns `ETIMEDOUT`. A broken device
+    /// is reset and gives `EIO`. After either reset the device uses none of the buffers.
+    fn wait_used(
+        &self,
+        vq: NonNull<ffi::virtqueue>,
+        name: &'static CStr,
+        mut left: usize,
+        acked: &AckEvent,
+    ) -> Result {
+        let start = crate::kext::monotonic_ms();
+        let elapsed = || crate::kext::monotonic_ms().saturating_sub(start);
+        let limit = u64::from(acked.limit_ms());
+        let mut overdue = false;
+        let result = loop {
+            // Read the event before looking at the ring: a callback after the look changes
+            // it, so the wait below cannot miss it.
             let seen = acked.current();
             let mut len = 0u32;
-            // SAFETY: `vq` is live and ours.
-            if !unsafe { ffi::virtqueue_get_buf(vq.as_ptr(), &mut len) }.is_null() {
-                return Ok(());
+            // SAFETY: `vq` is live and ours (the caller holds the slot lock).
+            let token = unsafe { ffi::virtqueue_get_buf(vq.as_ptr(), &mut len) };
+            if !token.is_null() {
+                left = left.saturating_sub(1);
+                if left == 0 {
+                    break Ok(());
+                }
+                continue;
             }
             // SAFETY: `vq` is live.
             if unsafe { ffi::virtqueue_is_broken(vq.as_ptr()) } {
+                // The device will never return the buffers: reset it so it lets go of them
+                // before the caller's borrow ends. The set is unusable from here on anyway.
                 self.set.dev.reset();
-                return Err(EIO);
+                break Err(EIO);
+            }
+            let waited = elapsed();
+            if waited < limit {
+                let rest = u32::try_from(limit.saturating_sub(waited)).unwrap_or(WAIT_SLICE_MS);
+                acked.wait_changed(seen, rest.clamp(1, WAIT_SLICE_MS));
+                continue;
+            }
+            if !overdue {
+                overdue = true;
+                acked.enter_overdue();
+                dev_warn!(
+                    self.set.dev.as_dev(),
+                    "{} queue: the device has not used {} buffer(s) in {} ms; they stay the device's until it does (unbinding resets it)\n",
+                    name,
+                    left,
+                    waited
+                );
+            }
+            if acked.is_abandoned() {
+                // Unbinding: end the wait. Broken first, so no other user kicks a reset device.
+                self.set.dev.mark_broken();
+                self.set.dev.reset();
+                break Err(ETIMEDOUT);
             }
             acked.wait_changed(seen, WAIT_SLICE_MS);
+        };
+        if overdue {
+            acked.leave_overdue();
+            if result.is_ok() {
+                dev_info!(
+                    self.set.dev.as_dev(),
+                    "{} queue: the device used its buffers after {} ms; going on\n",
+                    name,
+                    elapsed()
+                );
+            }
         }
+        result
     }
 
     /// Posts `buf` as one device-readable buffer and notifies the device, without waiting.
