@@ -9,7 +9,10 @@ SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
 
 BASE_PKGS=(rustc-web rust-web-src clang-19 lld-19 llvm-19 libclang-19-dev flex bison bc
            libelf-dev libssl-dev cpio kmod busybox-static make gcc xz-utils python3
-           rust-web-clippy libc6-dev)
+           rust-web-clippy libc6-dev
+           # the vhost-user QEMU build (scripts/qemu.sh) for the hostile-host scenarios
+           ninja-build libglib2.0-dev libpixman-1-dev python3-venv python3-pip pkg-config
+           libfdt-dev dpkg-dev)
 BPO_PKGS=(qemu-system-x86)
 # libvirt 11 from backports for the virsh setmem/dommemstat test. Named per package (not
 # -t bookworm-backports), which would also upgrade systemd.
