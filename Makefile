@@ -4,7 +4,7 @@ ifneq ($(KERNELRELEASE),)
 include $(src)/Kbuild
 else
 
-.PHONY: all setup kernel kernel-debug module test test-debug demo bench clean clippy
+.PHONY: all setup kernel kernel-debug module test test-debug demo bench stress clean clippy
 
 all: module
 
@@ -32,6 +32,10 @@ demo:
 
 bench:
 	bash scripts/harness.sh bench
+
+# The long soak on the debug kernel (scripts/stress.sh; make test runs a short one).
+stress:
+	bash scripts/stress.sh
 
 clippy:
 	bash scripts/lint.sh
