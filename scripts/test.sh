@@ -34,7 +34,9 @@ if [ "$what" != debug ]; then
     if bash "$VB_ROOT/scripts/lint.sh"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 fi
 
-cargo build -q --release -p qemu-test || fail_step "harness build failed"
+cargo build -q --release -p qemu-test -p vhost-balloon || fail_step "harness build failed"
+# The hostile-host scenarios run on the project's own QEMU build (vhost-user-device-pci).
+vhost_qemu=$(bash "$VB_ROOT/scripts/qemu.sh" | tail -1) || fail_step "vhost-user QEMU build failed"
 flavors=(guest debug); [ "$what" = all ] || flavors=("$what")
 for flavor in "${flavors[@]}"; do
     kdir=$(bash "$VB_ROOT/scripts/kernel.sh" "$flavor" | tail -1) || fail_step "$flavor kernel build failed"
@@ -42,7 +44,7 @@ for flavor in "${flavors[@]}"; do
     echo "[test] boot tests on the $flavor kernel ($kdir)"
     bout=$(mktemp)
     "$VB_ROOT/target/release/qemu-test" test --kdir "$kdir" --module "$module" \
-        --work "$VB_CACHE/run-$flavor" --flavor "$flavor" "$@" | sed -u "s/^/[$flavor] /" | tee "$bout"
+        --work "$VB_CACHE/run-$flavor" --flavor "$flavor" --vhost-qemu "$vhost_qemu" "$@" | sed -u "s/^/[$flavor] /" | tee "$bout"
     read -r bp bf bs < <(sed -nE 's/^\[[a-z]+\] boot tests: ([0-9]+) passed, ([0-9]+) failed, ([0-9]+) skipped$/\1 \2 \3/p' "$bout")
     rm -f "$bout"
     if [ -z "${bp:-}" ]; then

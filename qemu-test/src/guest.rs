@@ -50,8 +50,10 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mount -t debugfs none /sys/kernel/debug 2>/dev/null
+# vbparams=a=1,b=2 on the kernel command line: parameters for vballoon.ko.
+vbparams=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^vbparams=//p' | tr ',' ' ')
 case " $(cat /proc/cmdline) " in
-  *" vbload=vballoon "*) insmod /vballoon.ko ;;
+  *" vbload=vballoon "*) insmod /vballoon.ko $vbparams ;;
   *" vbload=c "*) insmod /virtio_balloon.ko ;;
 esac
 stty -F /dev/ttyS1 raw -echo
@@ -201,6 +203,22 @@ pub struct VmOpts {
     pub machine: Option<String>,
     /// More QEMU arguments (e.g. `-global virtio-mmio.force-legacy=false`).
     pub extra: Vec<String>,
+    /// The QEMU binary (Debian's `qemu-system-x86_64` when `None`).
+    pub qemu: Option<PathBuf>,
+    /// A device added over QMP before the guest runs (see [`LateDevice`]).
+    pub late_device: Option<LateDevice>,
+}
+
+/// A device created with QMP `device_add` while the machine waits to start (`-S`), once its
+/// chardev is connected, then `cont`: a vhost-user device cannot be realized before its
+/// backend is connected, and a `reconnect-ms` chardev connects in the background.
+#[derive(Clone, Debug)]
+pub struct LateDevice {
+    pub chardev: String,
+    pub driver: String,
+    pub id: String,
+    /// The other properties, as a JSON object.
+    pub props: serde_json::Value,
 }
 
 impl Default for VmOpts {
@@ -212,6 +230,8 @@ impl Default for VmOpts {
             allow_reset: false,
             machine: None,
             extra: Vec::new(),
+            qemu: None,
+            late_device: None,
         }
     }
 }
@@ -278,10 +298,17 @@ impl Vm {
             // PIT calibration fails under TCG: give the kernel the host's TSC rate.
             append.push_str(&format!(" tsc_early_khz={}", host_tsc_khz()?));
         }
-        let mut c = Command::new("qemu-system-x86_64");
+        let mut c = Command::new(
+            opts.qemu
+                .as_deref()
+                .unwrap_or(Path::new("qemu-system-x86_64")),
+        );
         c.args(["-accel", accel, "-nodefaults", "-display", "none"]);
         if !opts.allow_reset {
             c.arg("-no-reboot");
+        }
+        if opts.late_device.is_some() {
+            c.arg("-S");
         }
         if let Some(m) = &opts.machine {
             c.args(["-M", m]);
@@ -296,7 +323,11 @@ impl Vm {
                 "-append",
                 &format!("console=ttyS0 panic=-1 oops=panic loglevel=7 {}", append),
             ])
-            .args(["-device", &opts.balloon_device])
+            .args(if opts.balloon_device.is_empty() {
+                vec![]
+            } else {
+                vec!["-device", &opts.balloon_device]
+            })
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", qmp_sock.display()))
             .arg("-serial")
@@ -330,9 +361,41 @@ impl Vm {
             qmp,
             shell: Shell::new(cmd, console),
         };
+        if let Some(d) = &opts.late_device {
+            vm.add_late_device(d)?;
+        }
         vm.wait_line("VB_READY", Duration::from_secs(180))
             .context("guest did not boot")?;
         Ok(vm)
+    }
+
+    fn add_late_device(&mut self, d: &LateDevice) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            let chardevs = self
+                .qmp
+                .execute(&qmp::query_chardev {})
+                .map_err(|e| anyhow!("query-chardev: {e:?}"))?;
+            let connected = chardevs
+                .iter()
+                .any(|c| c.label == d.chardev && !c.filename.starts_with("disconnected"));
+            if connected {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                bail!("chardev {} did not connect: {chardevs:?}", d.chardev);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.qmp
+            .execute(&qmp::device_add {
+                bus: None,
+                id: Some(d.id.clone()),
+                driver: d.driver.clone(),
+                arguments: serde_json::from_value(d.props.clone())?,
+            })
+            .map_err(|e| anyhow!("device_add {}: {e:?}", d.driver))?;
+        self.cont()
     }
 
     /// Starts a migration of the running guest to the file `path` (`migrate` with `file:`),

@@ -8,6 +8,7 @@ mod bench;
 mod demo;
 mod guest;
 mod hint;
+mod hostile;
 mod libvirt;
 mod oom;
 mod pm;
@@ -16,6 +17,7 @@ mod reboot;
 mod reporting;
 mod scenarios;
 mod stats;
+mod stress;
 mod transport;
 
 use anyhow::{bail, Context, Result};
@@ -29,6 +31,11 @@ struct Args {
     only: Vec<String>,
     /// `debug`: leave out the test-kernel-only matrices and controls.
     flavor: String,
+    /// The project's QEMU build with `vhost-user-device-pci` (scripts/qemu.sh).
+    vhost_qemu: Option<PathBuf>,
+    /// `stress`: inflate/deflate cycles and insmod/rmmod cycles.
+    cycles: u32,
+    loads: u32,
 }
 
 fn parse() -> Result<Args> {
@@ -37,6 +44,8 @@ fn parse() -> Result<Args> {
     let (mut kernel, mut kdir, mut module, mut work) = (None, None, None, None);
     let mut only = Vec::new();
     let mut flavor = String::from("guest");
+    let mut vhost_qemu = None;
+    let (mut cycles, mut loads) = (1000, 100);
     while let Some(a) = it.next() {
         let mut val = || it.next().with_context(|| format!("{a} needs a value"));
         match a.as_str() {
@@ -46,6 +55,9 @@ fn parse() -> Result<Args> {
             "--work" => work = Some(PathBuf::from(val()?)),
             "--only" => only.push(val()?),
             "--flavor" => flavor = val()?,
+            "--vhost-qemu" => vhost_qemu = Some(PathBuf::from(val()?)),
+            "--cycles" => cycles = val()?.parse()?,
+            "--loads" => loads = val()?.parse()?,
             _ => bail!("unknown argument {a}"),
         }
     }
@@ -56,14 +68,17 @@ fn parse() -> Result<Args> {
         vballoon: module.context("--module is required")?,
         work: work.unwrap_or_else(|| std::env::temp_dir().join("vballoon-qemu-test")),
     };
-    if !["test", "demo", "bench"].contains(&mode.as_str()) {
-        bail!("usage: qemu-test test|demo|bench --kdir KDIR --module vballoon.ko [--kernel IMG] [--only NAME]");
+    if !["test", "demo", "bench", "stress"].contains(&mode.as_str()) {
+        bail!("usage: qemu-test test|demo|bench|stress --kdir KDIR --module vballoon.ko [--kernel IMG] [--only NAME] [--cycles N --loads N]");
     }
     Ok(Args {
         mode,
         paths,
         only,
         flavor,
+        vhost_qemu,
+        cycles,
+        loads,
     })
 }
 
@@ -90,12 +105,22 @@ fn main() {
         paths: &args.paths,
         initramfs: &initramfs,
         debug: args.flavor == "debug",
+        vhost_qemu: args.vhost_qemu.as_deref(),
     };
     if args.mode != "test" {
-        let r = if args.mode == "demo" {
-            demo::run(&ctx)
-        } else {
-            bench::run(&ctx)
+        let r = match args.mode.as_str() {
+            "demo" => demo::run(&ctx),
+            "stress" => stress::soak(
+                &ctx,
+                "stress",
+                &stress::Soak {
+                    cycles: args.cycles,
+                    loads: args.loads,
+                    seed: stress::Soak::seed(),
+                    max_mib: 1024,
+                },
+            ),
+            _ => bench::run(&ctx),
         };
         if let Err(e) = r {
             eprintln!("{} failed: {e:#}", args.mode);
@@ -109,6 +134,9 @@ fn main() {
             continue;
         }
         if args.flavor == "debug" && scenarios::TEST_KERNEL_ONLY.contains(&name) {
+            continue;
+        }
+        if args.flavor != "debug" && scenarios::DEBUG_KERNEL_ONLY.contains(&name) {
             continue;
         }
         println!("RUN  {name}");

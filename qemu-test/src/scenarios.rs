@@ -41,6 +41,8 @@ pub struct Ctx<'a> {
     /// Running on the debug kernel: side-by-side comparisons with the C driver, which the
     /// test kernel already made, are left out there.
     pub debug: bool,
+    /// The QEMU build that accepts `vhost-user-device-pci` (hostile-host scenarios).
+    pub vhost_qemu: Option<&'a Path>,
 }
 
 impl Ctx<'_> {
@@ -464,13 +466,18 @@ pub type Scenario = (&'static str, fn(&Ctx) -> Result<()>);
 /// Matrices and controls that run on the test kernel only: the debug kernel runs each feature
 /// once (its scenario above), which is where its checkers (lockdep, KFENCE, kmemleak, CFI) add
 /// something.
-pub const TEST_KERNEL_ONLY: [&str; 5] = [
+pub const TEST_KERNEL_ONLY: [&str; 7] = [
     "feature_matrix",
+    "hostile_small_ring",
+    "hostile_c_driver",
     "no_deflate_on_oom",
     "no_free_page_reporting",
     "poison_matrix",
     "libvirt_autodeflate",
 ];
+
+/// Scenarios that need the debug kernel's checkers (kmemleak) to mean anything.
+pub const DEBUG_KERNEL_ONLY: [&str; 1] = ["stress_short"];
 
 /// All scenarios, in order.
 pub fn all() -> Vec<Scenario> {
@@ -516,5 +523,9 @@ pub fn all() -> Vec<Scenario> {
             crate::libvirt::libvirt_setmem_dommemstat,
         ),
         ("libvirt_autodeflate", crate::libvirt::libvirt_autodeflate),
+        ("hostile_host", crate::hostile::hostile_host),
+        ("hostile_small_ring", crate::hostile::hostile_small_ring),
+        ("hostile_c_driver", crate::hostile::hostile_c_driver),
+        ("stress_short", crate::stress::stress_short),
     ]
 }

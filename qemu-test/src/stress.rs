@@ -83,12 +83,20 @@ pub fn soak(ctx: &Ctx, name: &str, s: &Soak) -> Result<()> {
             rss_warm = vm.qemu_rss()?;
         }
         if (i + 1) % 100 == 0 {
-            println!("    {} cycles, {} MiB moved, {:?}", i + 1, moved_mib, t.elapsed());
+            println!(
+                "    {} cycles, {} MiB moved, {:?}",
+                i + 1,
+                moved_mib,
+                t.elapsed()
+            );
         }
     }
     vm.balloon(2 * GIB)?;
     vm.wait_actual(2 * GIB, MOVE_TIMEOUT)?;
-    ensure!(vm.mem_total()? == start, "MemTotal not back after the cycles");
+    ensure!(
+        vm.mem_total()? == start,
+        "MemTotal not back after the cycles"
+    );
     let rss_end = vm.qemu_rss()?;
     println!(
         "    {} cycles in {:?} ({} MiB moved); QEMU RSS at an empty balloon: {} MiB after warm-up, {} MiB at the end",
@@ -112,7 +120,10 @@ pub fn soak(ctx: &Ctx, name: &str, s: &Soak) -> Result<()> {
     let t = Instant::now();
     for j in 0..s.loads {
         vm.sh("rmmod vballoon")?;
-        ensure!(vm.mem_total()? == start, "load cycle {j}: MemTotal after rmmod");
+        ensure!(
+            vm.mem_total()? == start,
+            "load cycle {j}: MemTotal after rmmod"
+        );
         load(&mut vm, Drv::Rust)?;
         match j % 3 {
             0 => {
