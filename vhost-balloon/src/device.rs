@@ -432,6 +432,7 @@ impl VhostUserBackend for BalloonBackend {
         let mut st = self.shared.lock();
         let cfg = st.config_bytes();
         st.last_served = cfg;
+        st.config_served = true;
         (offset..offset.saturating_add(size))
             .map(|i| cfg.get(i as usize).copied().unwrap_or(0))
             .collect()
@@ -448,9 +449,11 @@ impl VhostUserBackend for BalloonBackend {
             }
         }
         let actual = u32::from_le_bytes([new[4], new[5], new[6], new[7]]);
-        if new[0..4] != st.last_served[0..4]
-            || new[8..CONFIG_SIZE] != st.last_served[8..CONFIG_SIZE]
-        {
+        let owned_changed = new[0..4] != st.last_served[0..4]
+            || new[8..CONFIG_SIZE] != st.last_served[8..CONFIG_SIZE];
+        // Before the first GET_CONFIG on this connection QEMU's copy may come from an
+        // earlier back-end process (crash and restart): nothing to compare with.
+        if st.config_served && owned_changed {
             let msg = format!(
                 "config: guest wrote a device-owned field (offset {offset}, {} bytes)",
                 buf.len()

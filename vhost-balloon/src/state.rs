@@ -78,6 +78,9 @@ pub struct State {
     /// The config last answered to GET_CONFIG: QEMU writes back the whole config it last read
     /// with only the guest's bytes changed.
     pub last_served: [u8; CONFIG_SIZE],
+    /// A GET_CONFIG was answered on this connection (before that, QEMU's copy of the config
+    /// may come from an earlier back-end process).
+    pub config_served: bool,
     /// Negotiated device features (VHOST_USER_F_PROTOCOL_FEATURES masked out).
     pub acked_features: u64,
     pub connected: bool,
@@ -121,6 +124,7 @@ impl State {
             num_pages,
             actual: 0,
             last_served: [0; CONFIG_SIZE],
+            config_served: false,
             acked_features: 0,
             connected: false,
             connections: 0,
@@ -317,6 +321,7 @@ impl State {
         self.stats_held = None;
         self.vrings.clear();
         self.pending_signal = 0;
+        self.config_served = false;
         self.connected = true;
         self.connections += 1;
         self.was_stopped = false;
