@@ -58,7 +58,7 @@ pub fn soak(ctx: &Ctx, name: &str, s: &Soak) -> Result<()> {
     let start = vm.mem_total()?;
     load(&mut vm, Drv::Rust)?;
     // The workload: a process that keeps taking and freeing 48 MiB.
-    vm.sh("(while true; do hog 48 >/dev/null 2>&1; done) >/dev/null 2>&1 &")?;
+    vm.sh("(while true; do hog 48 >/dev/null 2>&1; done) >/dev/null 2>&1 & echo $! > /tmp/workload.pid")?;
     let t = Instant::now();
     let mut rss_warm = 0;
     let mut moved_mib = 0u64;
@@ -115,7 +115,8 @@ pub fn soak(ctx: &Ctx, name: &str, s: &Soak) -> Result<()> {
         rss_warm / MIB,
         rss_end / MIB
     );
-    vm.sh("kill %1 2>/dev/null; pkill -f 'while true' 2>/dev/null; true")?;
+    // Stop the workload (its loop, then a hog it may have running) before the load cycles.
+    vm.sh("kill $(cat /tmp/workload.pid) && sleep 1 && pkill hog; ! kill -0 $(cat /tmp/workload.pid) 2>/dev/null")?;
     // Load cycles: 0 plain, 1 inflated, 2 in the middle of an inflate.
     let t = Instant::now();
     for j in 0..s.loads {
