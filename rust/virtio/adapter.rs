@@ -15,6 +15,7 @@ use super::{
     queue::{VqFactory, VqSet},
 };
 use crate::ffi;
+use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use kernel::{
     device::{self as kdev, BoundInternal, Core, CoreInternal},
@@ -95,8 +96,10 @@ pub(crate) trait Driver: Send + Sync + Sized + 'static {
 pub(crate) struct Binding<T: Driver> {
     data: Arc<T>,
     /// The binding's queue set, revoked at unbind and freeze. Under the device lock (probe,
-    /// remove, freeze and restore are serialised by the driver core).
-    vqs: Opaque<Option<Arc<VqSet>>>,
+    /// remove, freeze and restore are serialised by the driver core). An `UnsafeCell`, not an
+    /// `Opaque`: a binding dropped with its set still in it (probe failing after the queues were
+    /// made) must drop the set, which resets the device and deletes the queues.
+    vqs: UnsafeCell<Option<Arc<VqSet>>>,
 }
 
 // SAFETY: `data` is `Send`; `vqs` is only touched under the device lock (see the field).
@@ -209,7 +212,7 @@ impl<T: Driver> Adapter<T> {
             let data = T::probe(dev, VqFactory::new(dev, &mut vqs))?;
             let binding = Binding {
                 data,
-                vqs: Opaque::new(vqs),
+                vqs: UnsafeCell::new(vqs),
             };
             let kdev: &kdev::Device<CoreInternal<'_>> = dev.as_ref();
             // On failure the binding drops here, and with it the queues (reset, deleted).
