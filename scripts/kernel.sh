@@ -2,7 +2,7 @@
 # Fetch Debian's linux-source-7.3 (trixie-backports, through a private apt configuration so the
 # machine's own sources stay bookworm) and build a guest kernel out of tree, cached.
 #
-#   scripts/kernel.sh [guest|debug]     prints the build directory (KDIR) on its last line
+#   scripts/kernel.sh [guest|debug|kasan]     prints the build directory (KDIR) on its last line
 #
 # The cache key covers the exact source package version, every config fragment that goes in, this
 # script, and the toolchain versions, so a change to any of them builds a new tree.
@@ -53,8 +53,12 @@ fetch_source() {
 
 fetch_source
 frags=("$VB_ROOT/scripts/config/guest.config")
-[ "$flavor" = debug ] && frags+=("$VB_ROOT/scripts/config/debug.config")
-[ "$flavor" = guest ] || [ "$flavor" = debug ] || { log "unknown flavor $flavor"; exit 2; }
+case $flavor in
+    guest) ;;
+    debug) frags+=("$VB_ROOT/scripts/config/debug.config") ;;
+    kasan) frags+=("$VB_ROOT/scripts/config/debug.config" "$VB_ROOT/scripts/config/kasan.config") ;;
+    *) log "unknown flavor $flavor"; exit 2 ;;
+esac
 
 # Bump KEY_EPOCH when the build steps below change in a way that changes the result.
 KEY_EPOCH=1

@@ -12,7 +12,9 @@ BASE_PKGS=(rustc-web rust-web-src clang-19 lld-19 llvm-19 libclang-19-dev flex b
            rust-web-clippy libc6-dev
            # the vhost-user QEMU build (scripts/qemu.sh) for the hostile-host scenarios
            ninja-build libglib2.0-dev libpixman-1-dev python3-venv python3-pip pkg-config
-           libfdt-dev dpkg-dev)
+           libfdt-dev dpkg-dev
+           # the memory-pressure scenario's ext4 disk image (mkfs.ext4 -d)
+           e2fsprogs)
 BPO_PKGS=(qemu-system-x86)
 # libvirt 11 from backports for the virsh setmem/dommemstat test. Named per package (not
 # -t bookworm-backports), which would also upgrade systemd.

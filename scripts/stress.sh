@@ -3,10 +3,11 @@
 # 1000 inflate/deflate cycles of random sizes with a workload running (QEMU RSS must stay flat),
 # then 100 insmod/rmmod cycles (plain, inflated, mid-inflate), MemTotal exact after every
 # rmmod, kmemleak clean at the end. `make test` runs a short version (stress_short).
-#   scripts/stress.sh [--cycles N] [--loads N] [--flavor guest|debug]     VB_SEED=N replays a run
+#   scripts/stress.sh [--cycles N] [--loads N] [--flavor guest|debug|kasan]   VB_SEED=N replays a run
+# VB_FLAVOR=kasan (or --flavor kasan) soaks on the KASAN kernel (scripts/config/kasan.config).
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
-flavor=debug; args=()
+flavor=${VB_FLAVOR:-debug}; args=()
 while [ $# -gt 0 ]; do
     case $1 in
         --flavor) flavor=$2; shift 2 ;;

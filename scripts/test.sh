@@ -9,7 +9,14 @@ what=${1:-all}
 shift || true
 start=$(date +%s)
 passed=0; failed=0; skipped=0
+# Every failed scenario, repeated at the end: CI keeps only the tail of a run.
+failures=$(mktemp)
 finish() {
+    if [ -s "$failures" ]; then
+        echo "[test] failed scenarios (first lines of each):"
+        cat "$failures"
+    fi
+    rm -f "$failures"
     echo "[test] took $(( $(date +%s) - start )) s"
     echo "$passed passed, $failed failed, $skipped skipped"
     [ "$failed" = 0 ]
@@ -45,6 +52,7 @@ for flavor in "${flavors[@]}"; do
     bout=$(mktemp)
     "$VB_ROOT/target/release/qemu-test" test --kdir "$kdir" --module "$module" \
         --work "$VB_CACHE/run-$flavor" --flavor "$flavor" --vhost-qemu "$vhost_qemu" "$@" | sed -u "s/^/[$flavor] /" | tee "$bout"
+    awk '/^\[[a-z]+\] FAIL /{n=12} n>0{print substr($0,1,300); n--}' "$bout" >> "$failures"
     read -r bp bf bs < <(sed -nE 's/^\[[a-z]+\] boot tests: ([0-9]+) passed, ([0-9]+) failed, ([0-9]+) skipped$/\1 \2 \3/p' "$bout")
     rm -f "$bout"
     if [ -z "${bp:-}" ]; then

@@ -104,16 +104,20 @@ pub fn build_initramfs(paths: &Paths) -> Result<PathBuf> {
     Ok(out)
 }
 
-/// A guest program that takes memory: `hog MIB` maps MIB MiB of anonymous memory, writes a
-/// non-zero byte to every page (so the host cannot treat it as zero pages), then frees it and
-/// exits 0. Killed by the OOM killer, it exits non-zero.
+/// A guest program that takes memory: `hog MIB [SECS]` maps MIB MiB of anonymous memory,
+/// writes a non-zero byte to every page (so the host cannot treat it as zero pages), creates
+/// `/tmp/hog.held`, holds it all SECS seconds (default 0), then frees it and exits 0. Killed by
+/// the OOM killer, it exits non-zero.
 const HOG_C: &str = r#"
+#include <fcntl.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <unistd.h>
 /* 1 MiB at a time, so no single mapping is refused by the overcommit heuristic. */
 int main(int argc, char **argv)
 {
 	long mib = argc > 1 ? atol(argv[1]) : 0;
+	long secs = argc > 2 ? atol(argv[2]) : 0;
 	char **chunks = calloc(mib > 0 ? mib : 1, sizeof(*chunks));
 	if (!chunks)
 		return 2;
@@ -123,6 +127,10 @@ int main(int argc, char **argv)
 			return 2;
 		for (long i = 0; i < (1 << 20); i += 4096)
 			chunks[c][i] = 0x5a;
+	}
+	if (secs > 0) {
+		close(open("/tmp/hog.held", O_CREAT | O_WRONLY, 0644));
+		sleep(secs);
 	}
 	for (long c = 0; c < mib; c++)
 		munmap(chunks[c], 1 << 20);
@@ -387,14 +395,7 @@ impl Vm {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        self.qmp
-            .execute(&qmp::device_add {
-                bus: None,
-                id: Some(d.id.clone()),
-                driver: d.driver.clone(),
-                arguments: serde_json::from_value(d.props.clone())?,
-            })
-            .map_err(|e| anyhow!("device_add {}: {e:?}", d.driver))?;
+        self.device_add(&d.driver, &d.id, d.props.clone())?;
         self.cont()
     }
 
@@ -595,6 +596,38 @@ impl Vm {
     }
 
     /// Resets the machine (QMP `system_reset`) and waits for the guest shell to come back.
+    /// QMP `device_add` of `driver` with id `id` and the other properties `props` (a JSON
+    /// object).
+    pub fn device_add(&mut self, driver: &str, id: &str, props: serde_json::Value) -> Result<()> {
+        self.qmp
+            .execute(&qmp::device_add {
+                bus: None,
+                id: Some(id.into()),
+                driver: driver.into(),
+                arguments: serde_json::from_value(props)?,
+            })
+            .map_err(|e| anyhow!("device_add {driver}: {e:?}"))?;
+        Ok(())
+    }
+
+    /// QMP `device_del` of `id`, then waits until QEMU has removed it (the guest has to eject
+    /// it first: ACPI hotplug). Returns how long that took, or `None` if the device is still
+    /// there after `timeout`.
+    pub fn device_del(&mut self, id: &str, timeout: Duration) -> Result<Option<Duration>> {
+        self.qmp
+            .execute(&qmp::device_del { id: id.into() })
+            .map_err(|e| anyhow!("device_del {id}: {e:?}"))?;
+        let start = Instant::now();
+        let path = format!("/machine/peripheral/{id}");
+        while start.elapsed() < timeout {
+            if self.qom_get(&path, "type").is_err() {
+                return Ok(Some(start.elapsed()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(None)
+    }
+
     pub fn system_reset(&mut self) -> Result<()> {
         self.qmp
             .execute(&qmp::system_reset {})

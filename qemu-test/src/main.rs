@@ -6,13 +6,16 @@
 
 mod bench;
 mod demo;
+mod faults;
 mod guest;
 mod hint;
 mod hostile;
+mod hotplug;
 mod libvirt;
 mod oom;
 mod pm;
 mod poison;
+mod pressure;
 mod reboot;
 mod reporting;
 mod scenarios;
@@ -104,7 +107,7 @@ fn main() {
     let ctx = scenarios::Ctx {
         paths: &args.paths,
         initramfs: &initramfs,
-        debug: args.flavor == "debug",
+        debug: args.flavor != "guest",
         vhost_qemu: args.vhost_qemu.as_deref(),
     };
     if args.mode != "test" {
@@ -133,10 +136,10 @@ fn main() {
         if !args.only.is_empty() && !args.only.iter().any(|o| name.contains(o.as_str())) {
             continue;
         }
-        if args.flavor == "debug" && scenarios::TEST_KERNEL_ONLY.contains(&name) {
+        if ctx.debug && scenarios::TEST_KERNEL_ONLY.contains(&name) {
             continue;
         }
-        if args.flavor != "debug" && scenarios::DEBUG_KERNEL_ONLY.contains(&name) {
+        if !ctx.debug && scenarios::DEBUG_KERNEL_ONLY.contains(&name) {
             continue;
         }
         println!("RUN  {name}");

@@ -108,7 +108,7 @@ pub fn no_deflate_on_oom(ctx: &Ctx) -> Result<()> {
     vm.shutdown()
 }
 
-fn oom_kills(vm: &mut Vm) -> Result<u64> {
+pub fn oom_kills(vm: &mut Vm) -> Result<u64> {
     let out = vm.sh("grep '^oom_kill ' /proc/vmstat || echo 'oom_kill 0'")?;
     Ok(out
         .split_whitespace()

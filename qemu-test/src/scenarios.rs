@@ -38,7 +38,7 @@ impl Drv {
 pub struct Ctx<'a> {
     pub paths: &'a Paths,
     pub initramfs: &'a Path,
-    /// Running on the debug kernel: side-by-side comparisons with the C driver, which the
+    /// Running on the debug (or KASAN) kernel: side-by-side comparisons with the C driver, which the
     /// test kernel already made, are left out there.
     pub debug: bool,
     /// The QEMU build that accepts `vhost-user-device-pci` (hostile-host scenarios).
@@ -466,8 +466,10 @@ pub type Scenario = (&'static str, fn(&Ctx) -> Result<()>);
 /// Matrices and controls that run on the test kernel only: the debug kernel runs each feature
 /// once (its scenario above), which is where its checkers (lockdep, KFENCE, kmemleak, CFI) add
 /// something.
-pub const TEST_KERNEL_ONLY: [&str; 7] = [
+pub const TEST_KERNEL_ONLY: [&str; 9] = [
     "feature_matrix",
+    "hotplug_and_burst",
+    "memory_pressure",
     "hostile_small_ring",
     "hostile_c_driver",
     "no_deflate_on_oom",
@@ -477,7 +479,7 @@ pub const TEST_KERNEL_ONLY: [&str; 7] = [
 ];
 
 /// Scenarios that need the debug kernel's checkers (kmemleak) to mean anything.
-pub const DEBUG_KERNEL_ONLY: [&str; 1] = ["stress_short"];
+pub const DEBUG_KERNEL_ONLY: [&str; 2] = ["fault_injection", "stress_short"];
 
 /// All scenarios, in order.
 pub fn all() -> Vec<Scenario> {
@@ -526,6 +528,9 @@ pub fn all() -> Vec<Scenario> {
         ("hostile_host", crate::hostile::hostile_host),
         ("hostile_small_ring", crate::hostile::hostile_small_ring),
         ("hostile_c_driver", crate::hostile::hostile_c_driver),
+        ("hotplug_and_burst", crate::hotplug::hotplug_and_burst),
+        ("memory_pressure", crate::pressure::memory_pressure),
+        ("fault_injection", crate::faults::fault_injection),
         ("stress_short", crate::stress::stress_short),
     ]
 }

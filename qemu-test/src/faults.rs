@@ -1,0 +1,221 @@
+//! Fault injection on the debug kernel (issue 9), scoped to vballoon: `failslab` and
+//! `fail_page_alloc` with the stack-trace filter (`CONFIG_FAULT_INJECTION_STACKTRACE_FILTER`)
+//! set to the module area, so only allocations made with vballoon's code on the stack count
+//! (vballoon is the only module loaded). `/proc/thread-self/fail-nth` fails the Nth of them in
+//! the insmod task: probe (and module init) for N = 1, 2, ... until one goes through; then a
+//! probability fails inflate's allocations while the balloon moves.
+
+use crate::guest::{Vm, GIB, MIB};
+use crate::scenarios::{boot, load, Ctx, Drv, MOVE_TIMEOUT};
+use anyhow::{bail, ensure, Context, Result};
+use std::time::{Duration, Instant};
+
+const ATTRS: [&str; 2] = ["failslab", "fail_page_alloc"];
+/// What `times` starts at: each injected failure takes one off, so the difference counts them.
+const TIMES: u64 = 1_000_000;
+/// Where the probe loop gives up: a probe that allocates more than this is a finding itself.
+const MAX_N: u32 = 300;
+/// The top of x86-64's module area (`MODULES_END`).
+const MODULES_END: &str = "0xffffffffff000000";
+
+/// Sets both attributes up: count every allocation whose stack goes through the module area
+/// (from the kernel image's `_etext` to `MODULES_END`), whatever its GFP flags or order; inject
+/// nothing until told to.
+///
+/// Except (the reject range) allocations made inside the virtio-pci transport (the `vp_*`
+/// functions and what lies between them), which `find_vqs` makes on the driver's behalf: when
+/// one in `request_irq` fails, the IRQ core goes on without the IRQ's `/proc` entry and WARNs
+/// in `remove_proc_entry` ("name 'smp_affinity'") when the queues are deleted, the same for any
+/// virtio driver. `VB_FAULT_TRANSPORT=1` drops the exception to show it.
+fn setup(vm: &mut Vm) -> Result<()> {
+    let etext = vm.sh("awk '$3 == \"_etext\" { print $1 }' /proc/kallsyms")?;
+    let etext = etext.trim();
+    ensure!(
+        !etext.is_empty() && etext.trim_start_matches('0').len() > 8,
+        "no usable _etext in /proc/kallsyms: {etext:?}"
+    );
+    let (reject_start, reject_end) = if std::env::var("VB_FAULT_TRANSPORT").as_deref() == Ok("1") {
+        ("0".to_string(), "0".to_string())
+    } else {
+        let vp =
+            vm.sh("grep -E ' [tT] vp_' /proc/kallsyms | sort | sed -n '1p;$p' | cut -d' ' -f1")?;
+        let v: Vec<u64> = vp
+            .split_whitespace()
+            .filter_map(|a| u64::from_str_radix(a, 16).ok())
+            .collect();
+        ensure!(v.len() == 2, "no vp_* symbols in /proc/kallsyms: {vp:?}");
+        // The last vp_ function is shorter than a page.
+        (format!("{:#x}", v[0]), format!("{:#x}", v[1] + 0x1000))
+    };
+    for a in ATTRS {
+        let mut cmd = format!(
+            "cd /sys/kernel/debug/{a} && echo 0 > probability && echo 1 > interval && \
+             echo {TIMES} > times && echo 0 > verbose && echo N > ignore-gfp-wait && \
+             echo 32 > stacktrace-depth && echo 0x{etext} > require-start && \
+             echo {MODULES_END} > require-end && echo {reject_start} > reject-start && \
+             echo {reject_end} > reject-end"
+        );
+        if a == "fail_page_alloc" {
+            cmd.push_str(" && echo N > ignore-gfp-highmem && echo 0 > min-order");
+        }
+        vm.sh(&cmd).with_context(|| {
+            format!("setting up {a} (CONFIG_FAULT_INJECTION_STACKTRACE_FILTER?)")
+        })?;
+    }
+    Ok(())
+}
+
+/// How many failures both attributes have injected since [`setup`].
+fn injected(vm: &mut Vm) -> Result<u64> {
+    let mut n = 0;
+    for a in ATTRS {
+        let left: u64 = vm
+            .sh(&format!("cat /sys/kernel/debug/{a}/times"))?
+            .trim()
+            .parse()
+            .context("times")?;
+        n += TIMES - left;
+    }
+    Ok(n)
+}
+
+fn set_probability(vm: &mut Vm, percent: u32) -> Result<()> {
+    for a in ATTRS {
+        vm.sh(&format!(
+            "echo {percent} > /sys/kernel/debug/{a}/probability"
+        ))?;
+    }
+    Ok(())
+}
+
+fn loaded(vm: &mut Vm) -> Result<bool> {
+    Ok(vm.sh("cat /proc/modules")?.contains("vballoon"))
+}
+
+fn bound(vm: &mut Vm) -> Result<bool> {
+    Ok(vm
+        .sh_rc(
+            "ls -d /sys/bus/virtio/drivers/vballoon/virtio*",
+            Duration::from_secs(10),
+        )?
+        .0
+        == 0)
+}
+
+pub fn fault_injection(ctx: &Ctx) -> Result<()> {
+    let mut vm = boot(ctx, "fault_injection")?;
+    let total0 = vm.mem_total()?;
+    setup(&mut vm)?;
+    // Leaks are judged on what happens from here on.
+    vm.sh("echo scan > /sys/kernel/debug/kmemleak; echo clear > /sys/kernel/debug/kmemleak")?;
+    let n = probe_failures(&mut vm, total0)?;
+    inflate_under_failures(&mut vm, total0)?;
+    vm.sh("rmmod vballoon")?;
+    ensure!(vm.mem_total()? == total0, "rmmod: MemTotal not back");
+    ensure!(
+        vm.sh("cat /proc/modules")?.trim().is_empty(),
+        "a module is still loaded"
+    );
+    vm.assert_no_splats()?;
+    kmemleak_clean(&mut vm)?;
+    println!("    fault injection: {n} failed probes unwound, kmemleak clean");
+    vm.shutdown()
+}
+
+/// fail-nth for N = 1, 2, ...: each failed insmod or probe leaves nothing behind (the module
+/// unloads, MemTotal is exact), the next try starts clean; returns how many were failed.
+fn probe_failures(vm: &mut Vm, total0: u64) -> Result<u32> {
+    let (mut insmod_failed, mut probe_failed, mut absorbed) = (0, 0, 0);
+    for n in 1..=MAX_N {
+        let before = injected(vm)?;
+        let (rc, out) = vm.sh_rc(
+            &format!(
+                "sh -c 'echo {n} > /proc/thread-self/fail-nth && exec insmod /vballoon.ko' 2>&1"
+            ),
+            Duration::from_secs(60),
+        )?;
+        let hit = injected(vm)? - before;
+        let is_bound = bound(vm)?;
+        if hit == 0 {
+            ensure!(
+                rc == 0 && is_bound,
+                "N={n}: nothing injected, yet insmod exited {rc} and bound={is_bound}: {out}"
+            );
+            println!(
+                "    probe makes {} allocations: failing each one: insmod failed {insmod_failed}x, \
+                 probe failed {probe_failed}x, absorbed (bound anyway) {absorbed}x",
+                n - 1
+            );
+            return Ok(n - 1);
+        }
+        ensure!(hit == 1, "N={n}: {hit} failures injected for one fail-nth");
+        match (rc == 0, is_bound) {
+            (false, _) => insmod_failed += 1,
+            (true, false) => probe_failed += 1,
+            (true, true) => absorbed += 1,
+        }
+        if loaded(vm)? {
+            let (rc, out) = vm.sh_rc("rmmod vballoon 2>&1", Duration::from_secs(60))?;
+            ensure!(rc == 0, "N={n}: rmmod after a failed probe: {out}");
+        }
+        ensure!(!loaded(vm)?, "N={n}: the module did not unload");
+        ensure!(
+            vm.mem_total()? == total0,
+            "N={n}: MemTotal {} MiB, started at {} MiB",
+            vm.mem_total()? / MIB,
+            total0 / MIB
+        );
+    }
+    bail!("probe still failing after {MAX_N} injected allocation failures")
+}
+
+/// Inflate 1 GiB while a fifth of vballoon's allocations fail; the balloon keeps going where it
+/// can, and reaches the target exactly once the failures stop. Then back to 0.
+fn inflate_under_failures(vm: &mut Vm, total0: u64) -> Result<()> {
+    if !bound(vm)? {
+        load(vm, Drv::Rust)?;
+    }
+    let before = injected(vm)?;
+    set_probability(vm, 20)?;
+    vm.balloon(GIB)?;
+    std::thread::sleep(Duration::from_secs(8));
+    let during = vm.actual()?;
+    let faults = injected(vm)? - before;
+    set_probability(vm, 0)?;
+    let t = Instant::now();
+    vm.wait_actual(GIB, MOVE_TIMEOUT)
+        .context("after the failures stopped")?;
+    println!(
+        "    inflate under 20% allocation failures: {faults} injected in 8 s, {} KiB of 1 GiB \
+         inflated meanwhile (each retry, 200 ms apart, posts what it got); the rest {:?} after \
+         they stopped",
+        (2 * GIB - during) / 1024,
+        t.elapsed()
+    );
+    ensure!(faults > 0, "no failure was injected while inflating");
+    ensure!(
+        total0 - vm.mem_total()? == GIB,
+        "MemTotal down {} MiB for a 1024 MiB balloon",
+        (total0 - vm.mem_total()?) / MIB
+    );
+    vm.balloon(2 * GIB)?;
+    vm.wait_actual(2 * GIB, MOVE_TIMEOUT)?;
+    ensure!(vm.mem_total()? == total0, "MemTotal not back after deflate");
+    Ok(())
+}
+
+/// Nothing allocated since the `clear` is unreferenced (two scans, past kmemleak's minimum
+/// object age). The module is unloaded by now, so a leak's backtrace cannot be told by its
+/// `[vballoon]` symbols: any report fails.
+fn kmemleak_clean(vm: &mut Vm) -> Result<()> {
+    std::thread::sleep(Duration::from_secs(6));
+    let report = vm.sh(
+        "echo scan > /sys/kernel/debug/kmemleak; echo scan > /sys/kernel/debug/kmemleak; \
+         cat /sys/kernel/debug/kmemleak",
+    )?;
+    ensure!(
+        !report.contains("unreferenced object"),
+        "kmemleak after the failed probes:\n{report}"
+    );
+    Ok(())
+}
