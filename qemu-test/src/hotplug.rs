@@ -4,7 +4,7 @@
 //! the C driver is reported (a hang or an error there is a finding, and every step is bounded).
 
 use crate::guest::{Vm, GIB, MIB};
-use crate::scenarios::{boot, load, Ctx, Drv, MOVE_TIMEOUT};
+use crate::scenarios::{assert_ballooned, boot, deflate_exact, load, Ctx, Drv, MOVE_TIMEOUT};
 use crate::stress::{Rng, Soak};
 use anyhow::{ensure, Context, Result};
 use std::time::{Duration, Instant};
@@ -83,14 +83,8 @@ fn unplug_mid_inflate(vm: &mut Vm, drv: Drv, total0: u64) -> Result<()> {
     vm.balloon(1536 * MIB)?;
     vm.wait_actual(1536 * MIB, MOVE_TIMEOUT)
         .context("new device: inflate")?;
-    ensure!(
-        total0 - vm.mem_total()? == 512 * MIB,
-        "new device: MemTotal down {} MiB for a 512 MiB balloon",
-        (total0 - vm.mem_total()?) / MIB
-    );
-    vm.balloon(2 * GIB)?;
-    vm.wait_actual(2 * GIB, MOVE_TIMEOUT)?;
-    ensure!(vm.mem_total()? == total0, "new device: MemTotal not back");
+    assert_ballooned(vm, total0, 512, "new device")?;
+    deflate_exact(vm, total0, "new device")?;
     Ok(())
 }
 
@@ -115,16 +109,7 @@ fn burst(vm: &mut Vm, drv: Drv, total0: u64) -> Result<()> {
     println!(
         "    {drv:?}: 40 targets in {sent:?} (VB_SEED={seed}); at the last one {took:?} later"
     );
-    ensure!(
-        total0 - vm.mem_total()? == 768 * MIB,
-        "after the burst MemTotal is down {} MiB for a 768 MiB balloon",
-        (total0 - vm.mem_total()?) / MIB
-    );
-    vm.balloon(2 * GIB)?;
-    vm.wait_actual(2 * GIB, MOVE_TIMEOUT)?;
-    ensure!(
-        vm.mem_total()? == total0,
-        "after the burst: MemTotal not back"
-    );
+    assert_ballooned(vm, total0, 768, "after the burst")?;
+    deflate_exact(vm, total0, "after the burst")?;
     Ok(())
 }

@@ -3,9 +3,9 @@
 //! the guest. The page cache is an ext4 file system on a virtio-blk disk, which the kernel can
 //! reclaim (the initramfs the other scenarios run from cannot be).
 
-use crate::guest::{Vm, VmOpts, GIB, MIB};
+use crate::guest::{Vm, VmOpts, MIB};
 use crate::oom::oom_kills;
-use crate::scenarios::{load, Ctx, Drv, MOVE_TIMEOUT};
+use crate::scenarios::{assert_ballooned, deflate_exact, load, Ctx, Drv, MOVE_TIMEOUT};
 use anyhow::{bail, ensure, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -83,14 +83,8 @@ fn page_cache(vm: &mut Vm, total0: u64) -> Result<()> {
         cached0 / MIB,
         cached1 / MIB
     );
-    ensure!(
-        total0 - vm.mem_total()? == 1536 * MIB,
-        "MemTotal down {} MiB for a 1536 MiB balloon",
-        (total0 - vm.mem_total()?) / MIB
-    );
-    vm.balloon(2 * GIB)?;
-    vm.wait_actual(2 * GIB, MOVE_TIMEOUT)?;
-    ensure!(vm.mem_total()? == total0, "page cache: MemTotal not back");
+    assert_ballooned(vm, total0, 1536, "page cache")?;
+    deflate_exact(vm, total0, "page cache")?;
     vm.sh("umount /mnt")?;
     vm.assert_dmesg_clean()
 }
@@ -146,8 +140,7 @@ fn hog(vm: &mut Vm, total0: u64) -> Result<()> {
     );
     vm.wait_actual(512 * MIB, MOVE_TIMEOUT)
         .context("after the hog exited")?;
-    vm.balloon(2 * GIB)?;
-    vm.wait_actual(2 * GIB, MOVE_TIMEOUT)?;
-    ensure!(vm.mem_total()? == total0, "hog: MemTotal not back");
+    assert_ballooned(vm, total0, 1536, "after the hog")?;
+    deflate_exact(vm, total0, "hog")?;
     vm.assert_dmesg_clean()
 }

@@ -38,7 +38,7 @@ fn wait_rss_drop(vm: &Vm, peak: u64, drop: u64, timeout: Duration) -> Result<Dur
 }
 
 /// With the device's reporting on: a guest process touches and frees 1 GiB and the QEMU
-/// process's RSS falls by at least 768 MiB within 60 s. vballoon, then the C driver in the
+/// process's RSS falls by at least 768 MiB within 60 s (512 MiB on the debug kernel). vballoon, then the C driver in the
 /// same boot; then rmmod with reporting registered, and a reload.
 pub fn free_page_reporting(ctx: &Ctx) -> Result<()> {
     let mut vm = boot(ctx, "free_page_reporting", true)?;
@@ -51,7 +51,12 @@ pub fn free_page_reporting(ctx: &Ctx) -> Result<()> {
             "{drv:?}: REPORTING not negotiated ({f:#x})"
         );
         let peak = touch_and_free(&mut vm)?;
-        let t = wait_rss_drop(&vm, peak, 768 * MIB, Duration::from_secs(60))?;
+        // Reporting hands back only whole free 2 MiB blocks. The debug kernel's checkers
+        // (kmemleak metadata, KFENCE, lockdep) scatter allocations through the freed memory,
+        // so fewer blocks come back whole there: it fell 766 MiB in a 60 s window once, where
+        // the test kernel gives back 946-952 MiB. The control below stays under 256 MiB.
+        let need = if ctx.debug { 512 * MIB } else { 768 * MIB };
+        let t = wait_rss_drop(&vm, peak, need, Duration::from_secs(60))?;
         let rss = vm.qemu_rss()?;
         println!(
             "    {drv:?}: after touching and freeing 1 GiB, QEMU RSS fell {} MiB (from {} MiB) in {:.1} s",

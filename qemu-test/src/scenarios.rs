@@ -1,7 +1,7 @@
 //! Boot scenarios: each boots its own guest and asserts what a user would check.
 
 use crate::guest::{Paths, Vm, VmOpts, GIB, MIB};
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use std::path::Path;
 use std::time::Duration;
 
@@ -78,6 +78,29 @@ pub fn boot_with_property(ctx: &Ctx, name: &str, property: &str, on: bool) -> Re
         ..VmOpts::default()
     };
     Vm::boot(name, ctx.paths, ctx.initramfs, &opts)
+}
+
+/// MemTotal is exactly `mib` MiB below `total0`: the balloon holds exactly that much.
+pub fn assert_ballooned(vm: &mut Vm, total0: u64, mib: u64, what: &str) -> Result<()> {
+    let t = vm.mem_total()?;
+    ensure!(
+        total0 - t == mib * MIB,
+        "{what}: MemTotal down {} MiB for a {mib} MiB balloon",
+        (total0 - t) / MIB
+    );
+    Ok(())
+}
+
+/// Back to the whole 2 GiB guest: `actual` gets there and MemTotal is exactly `total0` again.
+pub fn deflate_exact(vm: &mut Vm, total0: u64, what: &str) -> Result<()> {
+    vm.balloon(2 * GIB)?;
+    vm.wait_actual(2 * GIB, MOVE_TIMEOUT)
+        .with_context(|| format!("{what}: deflate"))?;
+    ensure!(
+        vm.mem_total()? == total0,
+        "{what}: MemTotal not back at its start value"
+    );
+    Ok(())
 }
 
 pub fn load(vm: &mut Vm, drv: Drv) -> Result<()> {
