@@ -23,7 +23,12 @@ fn disk_image(work: &Path) -> Result<PathBuf> {
     let f = std::fs::File::create(dir.join("big"))?;
     f.set_len(CACHE_MIB * MIB)?;
     let img = work.join("pressure.ext4");
-    let st = Command::new("mkfs.ext4")
+    // /usr/sbin may be missing from a CI user's PATH.
+    let mkfs = ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("mkfs.ext4");
+    let st = Command::new(mkfs)
         .args(["-q", "-F", "-d"])
         .arg(&dir)
         .arg(&img)
