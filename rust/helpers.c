@@ -134,6 +134,69 @@ struct page *vballoon_dequeue_one(struct balloon_dev_info *info)
 	return page;
 }
 
+/*
+ * A block of 2^order balloon pages, split into 2^order order-0 pages that each hold one
+ * reference, if the allocator has a free one right now: no reclaim, no compaction, no kswapd or
+ * kcompactd wakeup, no reserves (a balloon falls back to single pages instead). The same zones
+ * and migrate type as balloon_page_alloc(), so the pieces are ordinary movable balloon pages.
+ */
+struct page *vballoon_balloon_block_alloc(unsigned int order)
+{
+	gfp_t gfp = __GFP_NOMEMALLOC | __GFP_NORETRY | __GFP_NOWARN;
+	struct page *page;
+
+	gfp |= IS_ENABLED(CONFIG_BALLOON_MIGRATION) ? GFP_HIGHUSER_MOVABLE : GFP_HIGHUSER;
+	page = alloc_pages(gfp & ~__GFP_RECLAIM, order);
+	if (page && order)
+		split_page(page, order);
+	return page;
+}
+
+/* The page @n pages after @page (within one block from vballoon_balloon_block_alloc()). */
+struct page *vballoon_page_offset(struct page *page, unsigned long n)
+{
+	return pfn_to_page(page_to_pfn(page) + n);
+}
+
+/*
+ * Puts @n pages (each one reference, lru unused) into the balloon with one round trip of the
+ * balloon lock. Returns how many went in (all of them).
+ */
+unsigned long vballoon_enqueue_pages(struct balloon_dev_info *info, struct page *const *pages,
+				     unsigned long n)
+{
+	LIST_HEAD(list);
+	unsigned long i;
+
+	for (i = 0; i < n; i++)
+		list_add_tail(&pages[i]->lru, &list);
+	return balloon_page_list_enqueue(info, &list);
+}
+
+/*
+ * Takes up to @n pages out of the balloon with one round trip of the balloon lock into @out;
+ * each carries one reference for the caller. Pages being migrated are skipped. Returns how many.
+ */
+unsigned long vballoon_dequeue_pages(struct balloon_dev_info *info, struct page **out,
+				     unsigned long n)
+{
+	LIST_HEAD(list);
+	struct page *page, *tmp;
+	unsigned long got = 0;
+
+	balloon_page_list_dequeue(info, &list, n);
+	list_for_each_entry_safe(page, tmp, &list, lru) {
+		list_del(&page->lru);
+		out[got++] = page;
+	}
+	return got;
+}
+
+unsigned int vballoon_max_page_order(void)
+{
+	return MAX_PAGE_ORDER;
+}
+
 unsigned long vballoon_node_page_state(unsigned int item)
 {
 	return global_node_page_state(item);

@@ -37,6 +37,13 @@ unsigned int vballoon_page_shift(void);
 bool vballoon_flush_delayed_work(struct delayed_work *dwork);
 struct page *vballoon_dequeue_one(struct balloon_dev_info *info);
 unsigned long vballoon_node_page_state(unsigned int item);
+struct page *vballoon_balloon_block_alloc(unsigned int order);
+struct page *vballoon_page_offset(struct page *page, unsigned long n);
+unsigned long vballoon_enqueue_pages(struct balloon_dev_info *info, struct page *const *pages,
+				     unsigned long n);
+unsigned long vballoon_dequeue_pages(struct balloon_dev_info *info, struct page **out,
+				     unsigned long n);
+unsigned int vballoon_max_page_order(void);
 u64 vballoon_sg_bytes(struct scatterlist *sg, unsigned int nents);
 int vballoon_add_inbuf_sg(struct virtqueue *vq, struct scatterlist *sg, unsigned int nents);
 int vballoon_add_inbuf_token(struct virtqueue *vq, struct scatterlist *sg, unsigned int nents,

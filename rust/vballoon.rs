@@ -32,6 +32,10 @@ virtio::module_virtio_driver! {
             default: 64,
             description: "Never inflate while the guest's MemAvailable is below this many MiB (default 64)",
         },
+        block_kib: u32 {
+            default: 2048,
+            description: "Inflate in blocks of this many KiB (a power of two) where the allocator has them free, falling back to single pages; 0 = single pages only (default 2048)",
+        },
         host_timeout_ms: u32 {
             default: 5000,
             description: "How long the host may take to use a buffer before the balloon stops and says so; unbind waits at most this long before resetting the device (default 5000)",

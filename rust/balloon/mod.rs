@@ -7,6 +7,7 @@
 //! 4 KiB and 64 KiB guest pages, targets that are not a multiple of a guest page, PFNs at and
 //! above 2^32, targets above guest RAM, empty batches.
 
+pub(crate) mod block;
 pub(crate) mod features;
 pub(crate) mod hint;
 pub(crate) mod pfn;

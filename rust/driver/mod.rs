@@ -33,6 +33,7 @@ mod stats;
 
 use crate::{
     balloon::{
+        block,
         features::{
             Queue, QueueMap, ALL_QUEUES, F_DEFLATE_ON_OOM, F_FREE_PAGE_HINT, F_MUST_TELL_HOST,
             F_PAGE_POISON, F_REPORTING, F_STATS_VQ, F_VERSION_1,
@@ -142,6 +143,9 @@ pub(crate) struct VBalloon {
     dev: ARef<Device>,
     geometry: PageGeometry,
     floor_bytes: u64,
+    /// Inflating takes blocks of `2^block_order` pages where it can (module parameter
+    /// `block_kib`; 0: single pages only).
+    block_order: u32,
     queues: QueueMap,
     /// Buffers posted per step: 8, or the ring size if smaller (`buffers_in_flight`).
     inflight: usize,
@@ -309,6 +313,24 @@ impl virtio::Driver for VBalloon {
         let step = inflight.saturating_mul(geometry.pages_per_buffer());
         let incoming = KVec::with_capacity(step, GFP_KERNEL)?;
         let leaving = KVec::with_capacity(step, GFP_KERNEL)?;
+        let block_kib = crate::module_parameters::block_kib.value();
+        let block_order = match block::block_order(
+            block_kib,
+            mm::page_shift(),
+            mm::max_page_order(),
+        ) {
+            Ok(order) => order,
+            Err(why) => {
+                dev_err!(
+                    dev.as_dev(),
+                    "block_kib={} is not usable ({:?}): use 0 (single pages) or a power of two up to {} KiB\n",
+                    block_kib,
+                    why,
+                    geometry.page_bytes().saturating_mul(1u64.checked_shl(mm::max_page_order()).unwrap_or(0)) / 1024
+                );
+                return Err(EINVAL);
+            }
+        };
         let floor_bytes = crate::module_parameters::floor_mib
             .value()
             .saturating_mul(MIB);
@@ -317,6 +339,7 @@ impl virtio::Driver for VBalloon {
                 dev: dev.into(),
                 geometry,
                 floor_bytes,
+                block_order,
                 queues: map,
                 inflight,
                 deflate_on_oom,
@@ -372,11 +395,12 @@ impl virtio::Driver for VBalloon {
         dev.set_wakeup_capable();
         dev_info!(
             dev.as_dev(),
-            "vballoon bound: {} KiB pages, {} PFNs per page, {} buffers in flight (ring {}), floor {} MiB{}{}{}\n",
+            "vballoon bound: {} KiB pages, {} PFNs per page, {} buffers in flight (ring {}), {} KiB inflate blocks, floor {} MiB{}{}{}\n",
             geometry.page_bytes() / 1024,
             geometry.pfns_per_page(),
             inflight,
             ring,
+            geometry.page_bytes().saturating_mul(1u64.checked_shl(block_order).unwrap_or(0)) / 1024,
             floor_bytes / MIB,
             if deflate_on_oom { ", deflate on OOM" } else { "" },
             if this.report_vq.lock().is_some() { ", free page reporting" } else { "" },

@@ -6,7 +6,8 @@
 use super::{enqueue_resize, State, VBalloon, ACTUAL, MIB, NUM_PAGES};
 use crate::{
     balloon::{
-        pfn::{PfnBatch, PfnError},
+        block,
+        pfn::PfnBatch,
         target::{self, Headroom, Step},
     },
     mm::{self, BalloonPage},
@@ -33,35 +34,6 @@ impl DeviceReadable for PfnBatch {
     fn bytes(&self) -> &[u8] {
         self.wire()
     }
-}
-
-/// Moves up to `n` pages from `take` into the batches (encoding their PFNs) and on to `keep`.
-/// Stops when `take` runs dry, the batches are full, or a page cannot be encoded (that page
-/// goes to `reject`). Returns how many pages were encoded and kept; they fill the batches in
-/// order, each batch full before the next.
-fn batch_pages(
-    batches: &mut [KBox<PfnBatch>],
-    n: usize,
-    mut take: impl FnMut() -> Option<BalloonPage>,
-    mut keep: impl FnMut(BalloonPage),
-    reject: impl FnOnce(BalloonPage, PfnError),
-) -> usize {
-    batches.iter_mut().for_each(|b| b.clear());
-    let mut got = 0usize;
-    for batch in batches.iter_mut() {
-        while got < n && !batch.is_full() {
-            let Some(page) = take() else {
-                return got;
-            };
-            if let Err(e) = batch.push_page(page.pfn()) {
-                reject(page, e);
-                return got;
-            }
-            keep(page);
-            got = got.saturating_add(1);
-        }
-    }
-    got
 }
 
 /// Encodes the PFNs of `pages`, in order, into the batches, each full before the next.
@@ -176,8 +148,17 @@ impl VBalloon {
     fn inflate(&self, n: usize) -> Option<u32> {
         let mut incoming = self.incoming.lock();
         let want = n.min(incoming.capacity().saturating_sub(incoming.len()));
+        let block_pages = 1usize.checked_shl(self.block_order).unwrap_or(1);
+        let mut blocks = true;
         let mut short = false;
         while incoming.len() < want {
+            // Whole blocks while the allocator has them free and one fits; then single pages.
+            if blocks && block::take_block(want.saturating_sub(incoming.len()), block_pages) {
+                if BalloonPage::alloc_block(self.block_order, &mut incoming) {
+                    continue;
+                }
+                blocks = false;
+            }
             match BalloonPage::alloc() {
                 // Room was reserved at probe for a whole step.
                 Some(page) => drop(incoming.push_within_capacity(page)),
@@ -249,16 +230,22 @@ impl VBalloon {
             *high_pages = high_pages.saturating_add(high as u64);
         }
         let got = encode(batches, incoming);
-        let t = q.inflate.transfer(batches, &self.acked);
+        let per_buffer = self.geometry.pages_per_buffer();
+        let before = *held;
+        // `actual` follows each buffer the host uses, so it sees the balloon move at once.
+        let t = q
+            .inflate
+            .transfer_with_progress(batches, &self.acked, |used| {
+                let done = target::pages_seen(got, used, per_buffer) as u64;
+                self.write_actual(before.saturating_add(done));
+            });
         // The host saw the pages of the posted buffers (batches fill in order); the rest go
         // straight back to the allocator.
-        let seen = target::pages_seen(got, t.posted, self.geometry.pages_per_buffer());
+        let seen = target::pages_seen(got, t.posted, per_buffer);
         incoming.truncate(seen);
         // Told (and acked, unless the device broke): the pages are the host's. While the host
         // worked they were ours alone, off the list, so migration could not move them.
-        while let Some(page) = incoming.pop() {
-            self.list.enqueue(page);
-        }
+        self.list.enqueue_all(incoming);
         *held = held.saturating_add(seen as u64);
         self.write_actual(*held);
         t.result.map(|()| seen)
@@ -275,24 +262,27 @@ impl VBalloon {
             ..
         } = st;
         let q = queues.as_ref().ok_or(ENODEV)?;
-        let room = leaving.capacity().saturating_sub(leaving.len());
-        let got = batch_pages(
-            batches,
-            n.min(room),
-            || self.list.dequeue(),
-            |page| {
-                if let Err(e) = leaving.push_within_capacity(page) {
-                    self.list.enqueue(e.0);
-                }
-            },
-            // Pages went in only after their PFN encoded, so this cannot happen; if it did,
-            // keep the page in the balloon rather than lose track of it.
-            |page, _| self.list.enqueue(page),
-        );
+        // The most recently inflated pages first: whole blocks, in PFN order, so the guest
+        // gets its contiguous memory back too.
+        self.list.dequeue_into(leaving, n);
+        let got = encode(batches, leaving);
+        // `leaving` has a step's room and the batches a step's PFNs, and only encodable pages
+        // went in: all of them encode. Any left over would stay in the balloon.
+        while leaving.len() > got {
+            let Some(page) = leaving.pop() else { break };
+            self.list.enqueue(page);
+        }
         if got == 0 {
             return Ok(0);
         }
-        let t = q.deflate.transfer(batches, &self.acked);
+        let per_buffer = self.geometry.pages_per_buffer();
+        let before = *held;
+        let t = q
+            .deflate
+            .transfer_with_progress(batches, &self.acked, |used| {
+                let done = target::pages_seen(got, used, per_buffer) as u64;
+                self.write_actual(before.saturating_sub(done));
+            });
         match t.result {
             Ok(()) => {
                 // Told and acked: the pages are the guest's again.
@@ -303,9 +293,8 @@ impl VBalloon {
             }
             Err(e) => {
                 // The host may not have been told: the pages stay in the balloon.
-                while let Some(page) = leaving.pop() {
-                    self.list.enqueue(page);
-                }
+                self.list.enqueue_all(leaving);
+                self.write_actual(*held);
                 Err(e)
             }
         }

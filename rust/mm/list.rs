@@ -34,6 +34,9 @@ impl<T: Migrate + HasField<BalloonList<T>>> Owner for T {}
 type MigrateFn =
     unsafe fn(NonNull<ffi::balloon_dev_info>, NonNull<ffi::page>, NonNull<ffi::page>) -> Result;
 
+/// Pages [`BalloonList::dequeue_into`] takes per round trip of the list lock (a stack array).
+const DEQUEUE_CHUNK: usize = 64;
+
 /// The list of pages in the balloon.
 ///
 /// Pages on it are the host's: they are movable (compaction calls [`Migrate::migrate`] on the
@@ -68,6 +71,61 @@ impl<T> BalloonList<T> {
     pub(crate) fn enqueue(&self, page: BalloonPage) {
         // SAFETY: `info` is initialised; the page reference moves to the list.
         unsafe { ffi::balloon_page_enqueue(self.info.get(), page.into_raw().as_ptr()) };
+    }
+
+    /// Puts every page of `pages` into the balloon with one round trip of the list lock;
+    /// `pages` is empty afterwards.
+    pub(crate) fn enqueue_all(&self, pages: &mut KVec<BalloonPage>) {
+        if pages.is_empty() {
+            return;
+        }
+        // SAFETY: `info` is initialised; `BalloonPage` is a transparent `struct page *`, so
+        // `pages` is an array of `len` valid pages, each one reference that moves to the list.
+        unsafe {
+            ffi::vballoon_enqueue_pages(
+                self.info.get(),
+                pages.as_ptr().cast::<*mut ffi::page>(),
+                pages.len(),
+            )
+        };
+        // The list owns them now: forget our handles without dropping a reference.
+        for page in pages.drain_all() {
+            let _ = page.into_raw();
+        }
+    }
+
+    /// Takes up to `n` pages out of the balloon into `out` (as far as it has room), with one
+    /// round trip of the list lock per [`DEQUEUE_CHUNK`] pages. Pages being migrated are
+    /// skipped. Returns how many.
+    pub(crate) fn dequeue_into(&self, out: &mut KVec<BalloonPage>, n: usize) -> usize {
+        let mut total = 0usize;
+        loop {
+            let room = out.capacity().saturating_sub(out.len());
+            let want = n.saturating_sub(total).min(room).min(DEQUEUE_CHUNK);
+            if want == 0 {
+                return total;
+            }
+            let mut raw = [core::ptr::null_mut::<ffi::page>(); DEQUEUE_CHUNK];
+            // SAFETY: `info` is initialised; `raw` has room for `want` pointers and C writes
+            // at most that many.
+            let got =
+                unsafe { ffi::vballoon_dequeue_pages(self.info.get(), raw.as_mut_ptr(), want) }
+                    as usize;
+            for &p in raw.iter().take(got.min(want)) {
+                let Some(p) = NonNull::new(p) else { continue };
+                // SAFETY: A dequeued page's reference becomes ours.
+                let page = unsafe { BalloonPage::from_raw(p) };
+                if let Err(e) = out.push_within_capacity(page) {
+                    // Unreachable (room was checked); keep the page in the balloon.
+                    self.enqueue(e.0);
+                    continue;
+                }
+                total = total.saturating_add(1);
+            }
+            if got < want {
+                return total;
+            }
+        }
     }
 
     /// Takes one page out of the balloon, or `None` if every page still in it is being

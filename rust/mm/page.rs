@@ -4,6 +4,7 @@
 
 use crate::ffi;
 use core::{marker::PhantomData, ptr::NonNull};
+use kernel::prelude::*;
 
 /// The guest's page shift (`PAGE_SHIFT`).
 pub(crate) fn page_shift() -> u32 {
@@ -11,12 +12,20 @@ pub(crate) fn page_shift() -> u32 {
     unsafe { ffi::vballoon_page_shift() }
 }
 
+/// The largest block the page allocator hands out is `2^max_page_order()` pages.
+pub(crate) fn max_page_order() -> u32 {
+    // SAFETY: Reads a compile-time constant.
+    unsafe { ffi::vballoon_max_page_order() }
+}
+
 /// A page allocated for the balloon and owned by the driver: not on the balloon list.
 /// Dropping it frees it to the page allocator.
 ///
 /// # Invariants
 ///
-/// `page` holds one reference the driver owns, from `balloon_page_alloc` or a dequeue.
+/// `page` holds one reference the driver owns, from `balloon_page_alloc`, a split block or a
+/// dequeue. `repr(transparent)`: a `[BalloonPage]` is an array of `struct page *` for C.
+#[repr(transparent)]
 pub(crate) struct BalloonPage {
     page: NonNull<ffi::page>,
 }
@@ -30,6 +39,40 @@ impl BalloonPage {
     pub(crate) fn alloc() -> Option<Self> {
         // SAFETY: `balloon_page_alloc` has no preconditions.
         NonNull::new(unsafe { ffi::balloon_page_alloc() }).map(|page| Self { page })
+    }
+
+    /// Allocates a block of `2^order` contiguous pages if the allocator has one free right now
+    /// (no reclaim, no compaction), splits it, and appends its pages to `out` in PFN order.
+    /// Returns `false` (and leaves `out` alone) when there is no such block or `out` has no
+    /// room for all of it; the caller falls back to [`BalloonPage::alloc`]. May sleep.
+    pub(crate) fn alloc_block(order: u32, out: &mut KVec<BalloonPage>) -> bool {
+        let Some(n) = 1usize.checked_shl(order) else {
+            return false;
+        };
+        let len = out.len();
+        if out.capacity().saturating_sub(len) < n {
+            return false;
+        }
+        // SAFETY: No preconditions; a bad order just fails.
+        let Some(head) = NonNull::new(unsafe { ffi::vballoon_balloon_block_alloc(order) }) else {
+            return false;
+        };
+        let slots = out.as_mut_ptr().wrapping_add(len);
+        for i in 0..n {
+            // SAFETY: `head` heads a split block of `n` pages and `i < n`.
+            let page = unsafe { ffi::vballoon_page_offset(head.as_ptr(), i) };
+            // SAFETY: Slot `len + i` is allocated and unused (room for `n` was checked); each
+            // page of the split block holds one reference, now this handle's, and a page of a
+            // valid block is never null.
+            unsafe {
+                slots.add(i).write(BalloonPage {
+                    page: NonNull::new_unchecked(page),
+                })
+            };
+        }
+        // SAFETY: The `n` slots after `len` were just initialised, and fit in the capacity.
+        unsafe { out.inc_len(n) };
+        true
     }
 
     /// The page's frame number in guest pages.

@@ -212,6 +212,18 @@ impl Virtqueue {
         bufs: &[KBox<B>],
         acked: &AckEvent,
     ) -> Transferred {
+        self.transfer_with_progress(bufs, acked, |_| {})
+    }
+
+    /// [`Virtqueue::transfer`], calling `progress` with the number of buffers the device has
+    /// used so far each time it uses one (in process context, with this queue's slot lock held:
+    /// `progress` must not use this queue).
+    pub(crate) fn transfer_with_progress<B: DeviceReadable>(
+        &self,
+        bufs: &[KBox<B>],
+        acked: &AckEvent,
+        mut progress: impl FnMut(usize),
+    ) -> Transferred {
         let Ok(slot) = self.slot() else {
             return Transferred {
                 posted: 0,
@@ -256,7 +268,7 @@ impl Virtqueue {
         }
         // SAFETY: `vq` is live and ours.
         unsafe { ffi::virtqueue_kick(vq.as_ptr()) };
-        if let Err(e) = self.wait_used(vq, guard.name, posted, acked) {
+        if let Err(e) = self.wait_used(vq, guard.name, posted, acked, &mut progress) {
             result = Err(e);
         }
         Transferred { posted, result }
@@ -276,7 +288,7 @@ impl Virtqueue {
         to_result(unsafe { ffi::vballoon_add_inbuf_sg(vq.as_ptr(), sg, nents) })?;
         // SAFETY: `vq` is live and ours.
         unsafe { ffi::virtqueue_kick(vq.as_ptr()) };
-        self.wait_used(vq, guard.name, 1, acked)
+        self.wait_used(vq, guard.name, 1, acked, &mut |_| {})
     }
 
     /// Waits until the device has used `left` more buffers of `vq` (this queue, whose slot
@@ -290,7 +302,9 @@ impl Virtqueue {
         name: &'static CStr,
         mut left: usize,
         acked: &AckEvent,
+        progress: &mut dyn FnMut(usize),
     ) -> Result {
+        let posted = left;
         let start = crate::kext::monotonic_ms();
         let elapsed = || crate::kext::monotonic_ms().saturating_sub(start);
         let limit = u64::from(acked.limit_ms());
@@ -304,6 +318,7 @@ impl Virtqueue {
             let token = unsafe { ffi::virtqueue_get_buf(vq.as_ptr(), &mut len) };
             if !token.is_null() {
                 left = left.saturating_sub(1);
+                progress(posted.saturating_sub(left));
                 if left == 0 {
                     break Ok(());
                 }
