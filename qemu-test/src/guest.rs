@@ -496,6 +496,31 @@ impl Vm {
             .ok_or_else(|| anyhow!("no VmRSS for qemu"))
     }
 
+    /// The QEMU process's id.
+    pub fn qemu_pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The host thread ids of the vCPUs (QMP `query-cpus-fast`, `thread-id`), without
+    /// duplicates (single-threaded TCG runs every vCPU on one thread).
+    pub fn vcpu_threads(&mut self) -> Result<Vec<u32>> {
+        let cpus = self
+            .qmp
+            .execute(&qmp::query_cpus_fast {})
+            .map_err(|e| anyhow!("query-cpus-fast: {e:?}"))?;
+        let mut tids = Vec::new();
+        for c in cpus {
+            let v = serde_json::to_value(&c)?;
+            let tid = v["thread-id"]
+                .as_u64()
+                .ok_or_else(|| anyhow!("query-cpus-fast: no thread-id in {v}"))?;
+            tids.push(u32::try_from(tid)?);
+        }
+        tids.sort_unstable();
+        tids.dedup();
+        Ok(tids)
+    }
+
     /// Asks the host side for a guest size of `bytes` (QMP `balloon`).
     pub fn balloon(&mut self, bytes: u64) -> Result<()> {
         self.qmp

@@ -126,6 +126,17 @@ impl Host {
         }
     }
 
+    /// The host's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The control socket (one command per line, one JSON answer per line; a client may stay
+    /// connected).
+    pub fn control_path(&self) -> &Path {
+        &self.ctl
+    }
+
     /// Fails if the protocol checker saw a violation.
     pub fn assert_protocol_clean(&self) -> Result<()> {
         let q = self.query()?;
@@ -153,7 +164,7 @@ fn num(v: &Value, key: &str) -> Result<u64> {
 }
 
 /// Where `vballoon-host` is: next to this harness binary (same cargo workspace).
-fn host_bin() -> Result<PathBuf> {
+pub fn host_bin() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let bin = exe
         .parent()
@@ -170,6 +181,31 @@ fn host_dir(ctx: &Ctx, name: &str) -> PathBuf {
 
 /// Boots a guest whose balloon is `vballoon-host` behind the project's QEMU, loading `drv`.
 fn boot_hostile(ctx: &Ctx, name: &str, drv: Drv, features: &str, ring: u32) -> Result<(Vm, Host)> {
+    let load = match drv {
+        Drv::Rust => format!("vbload=vballoon vbparams=host_timeout_ms={LIMIT_MS}"),
+        Drv::C => "vbload=c".into(),
+    };
+    let (mut vm, host) = boot_vhost(ctx, name, GUEST_MIB, &load, features, ring)?;
+    let bound = vm.sh(&format!("ls /sys/bus/virtio/drivers/{}/", drv.sysfs_name()))?;
+    ensure!(
+        bound.contains("virtio"),
+        "{} did not bind the vhost-user balloon: {bound}",
+        drv.sysfs_name()
+    );
+    Ok((vm, host))
+}
+
+/// Boots a `mem_mib` guest (RAM on a shared memfd) whose balloon is a `vballoon-host` offering
+/// `features` with rings of `ring` entries, behind the project's QEMU; `append` goes on the
+/// kernel command line (e.g. `vbload=vballoon`; empty: no driver loaded at boot).
+pub fn boot_vhost(
+    ctx: &Ctx,
+    name: &str,
+    mem_mib: u64,
+    append: &str,
+    features: &str,
+    ring: u32,
+) -> Result<(Vm, Host)> {
     let qemu = ctx
         .vhost_qemu
         .ok_or_else(|| anyhow!("no vhost-user QEMU (--vhost-qemu; scripts/qemu.sh builds it)"))?;
@@ -177,20 +213,16 @@ fn boot_hostile(ctx: &Ctx, name: &str, drv: Drv, features: &str, ring: u32) -> R
     let dir = host_dir(ctx, name);
     let _ = std::fs::remove_dir_all(&dir);
     let host = Host::start(&host_bin()?, &dir, features)?;
-    let load = match drv {
-        Drv::Rust => format!("vbload=vballoon vbparams=host_timeout_ms={LIMIT_MS}"),
-        Drv::C => "vbload=c".into(),
-    };
     let opts = VmOpts {
         qemu: Some(qemu.to_path_buf()),
         balloon_device: String::new(),
         machine: Some("pc,memory-backend=mem".into()),
-        mem_mib: GUEST_MIB,
-        append: load,
+        mem_mib,
+        append: append.into(),
         allow_reset: true,
         extra: vec![
             "-object".into(),
-            format!("memory-backend-memfd,id=mem,size={GUEST_MIB}M,share=on"),
+            format!("memory-backend-memfd,id=mem,size={mem_mib}M,share=on"),
             "-chardev".into(),
             format!("socket,id=vb,path={},reconnect-ms=200", host.sock.display()),
             "-L".into(),
@@ -207,13 +239,7 @@ fn boot_hostile(ctx: &Ctx, name: &str, drv: Drv, features: &str, ring: u32) -> R
             }),
         }),
     };
-    let mut vm = Vm::boot(name, ctx.paths, ctx.initramfs, &opts)?;
-    let bound = vm.sh(&format!("ls /sys/bus/virtio/drivers/{}/", drv.sysfs_name()))?;
-    ensure!(
-        bound.contains("virtio"),
-        "{} did not bind the vhost-user balloon: {bound}",
-        drv.sysfs_name()
-    );
+    let vm = Vm::boot(name, ctx.paths, ctx.initramfs, &opts)?;
     Ok((vm, host))
 }
 

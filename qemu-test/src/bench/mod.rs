@@ -1,52 +1,191 @@
-//! `make bench`: inflate/deflate speed of vballoon against the in-tree C driver, measured in
-//! the same run on the same kernel, reported as ratios (timed tests would be flaky here).
+//! `make bench`: vballoon against the in-tree C driver, same kernel, same run, on QEMU's own
+//! balloon and on the project's vhost-user host, reported as vballoon/C ratios.
+//!
+//! First the host floor (how fast the host itself discards 3 GiB, no guest), then for each
+//! round and host one fresh 4 GiB guest per driver (the driver going first alternates by
+//! round), each measuring every figure of its driver on its host (see `run.rs`). Results go
+//! to `results/bench-<UTC time>/`: `summary.md`, `series.csv` and `balloon.svg`.
+//!
+//! Knobs: `VB_BENCH_ROUNDS` (5), `VB_BENCH_HOSTS` (`qemu,vhost-ranges`), `VB_BENCH_PARAMS`
+//! (appended to vballoon's insmod).
 
-use crate::guest::{GIB, MIB};
-use crate::scenarios::{boot, Ctx, Drv};
-use anyhow::Result;
-use std::time::Duration;
+mod figures;
+mod floor;
+mod hold;
+mod plot;
+mod probe;
+mod report;
+mod run;
 
-const ROUNDS: usize = 3;
+use crate::guest::pick_accel;
+use crate::scenarios::{Ctx, Drv};
+use anyhow::{bail, Context, Result};
+use figures::drv_name;
+use probe::HostKind;
+use run::Boot;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+struct Config {
+    rounds: usize,
+    hosts: Vec<HostKind>,
+    params: String,
 }
 
-/// Median seconds to inflate and to deflate 1 GiB of a 2 GiB guest.
-fn measure(ctx: &Ctx, drv: Drv) -> Result<(f64, f64)> {
-    let mut vm = boot(ctx, &format!("bench_{drv:?}"))?;
-    vm.sh(drv.insmod())?;
-    let (mut up, mut down) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        vm.balloon(GIB)?;
-        up.push(vm.wait_actual(GIB, Duration::from_secs(300))?.as_secs_f64());
-        vm.balloon(2 * GIB)?;
-        down.push(
-            vm.wait_actual(2 * GIB, Duration::from_secs(300))?
-                .as_secs_f64(),
-        );
+impl Config {
+    fn from_env() -> Result<Config> {
+        let rounds = match std::env::var("VB_BENCH_ROUNDS") {
+            Ok(v) => v.trim().parse().context("VB_BENCH_ROUNDS")?,
+            Err(_) => 5,
+        };
+        if rounds == 0 {
+            bail!("VB_BENCH_ROUNDS must be at least 1");
+        }
+        let hosts = std::env::var("VB_BENCH_HOSTS")
+            .unwrap_or_else(|_| "qemu,vhost-ranges".into())
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(HostKind::parse)
+            .collect::<Result<Vec<_>>>()?;
+        if hosts.is_empty() {
+            bail!("VB_BENCH_HOSTS names no host");
+        }
+        let params = std::env::var("VB_BENCH_PARAMS").unwrap_or_default();
+        Ok(Config {
+            rounds,
+            hosts,
+            params: params.trim().to_owned(),
+        })
     }
-    vm.shutdown()?;
-    Ok((median(up), median(down)))
+}
+
+/// `YYYYMMDDTHHMMSSZ` (days to civil date: H. Hinnant's algorithm).
+fn utc_stamp() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = ((secs / 86400) as i64, secs % 86400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// One progress line per boot.
+fn brief(b: &Boot) -> String {
+    let show = |k: &str, unit: &str| match b.figs.get(k) {
+        Some(Ok(v)) => format!("{} {unit}", figures::fmt(unit, *v)),
+        _ => "failed".into(),
+    };
+    format!(
+        "1G reaction {}, 3G inflate {}, deflate {}, after hold {}{} ({:.0} s)",
+        show(figures::REACT_1G, "ms"),
+        show(figures::INFLATE, "GiB/s"),
+        show(figures::DEFLATE, "GiB/s"),
+        show(figures::REACT_HOLD, "ms"),
+        if b.host == HostKind::Qemu {
+            format!(", huge pages kept {}", show(figures::HP_KEPT, "%"))
+        } else {
+            String::new()
+        },
+        b.secs
+    )
 }
 
 pub fn run(ctx: &Ctx) -> Result<()> {
-    println!("inflate/deflate of 1 GiB on a 2 GiB guest, median of {ROUNDS} rounds (QMP polled every 100 ms)");
-    let (ru, rd) = measure(ctx, Drv::Rust)?;
-    let (cu, cd) = measure(ctx, Drv::C)?;
-    println!("{:<10} {:>12} {:>12}", "driver", "inflate s", "deflate s");
-    println!("{:<10} {:>12.2} {:>12.2}", "vballoon", ru, rd);
-    println!("{:<10} {:>12.2} {:>12.2}", "C", cu, cd);
+    let started = Instant::now();
+    let stamp = utc_stamp();
+    let cfg = Config::from_env()?;
+    let (accel, accel_text) = pick_accel();
+    println!("bench: accelerator {accel_text}");
+    if accel == "tcg" {
+        println!("bench: under TCG the guest's own work is emulated and weighs more against the host's than it would under KVM");
+    }
+
+    let mut sizes = Vec::new();
+    for (name, p) in [
+        ("vballoon.ko", &ctx.paths.vballoon),
+        ("virtio_balloon.ko (C)", &ctx.paths.c_driver),
+    ] {
+        sizes.push((name, p.clone(), report::module_size(p)));
+    }
+
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "ratio vballoon/C: inflate {:.2}, deflate {:.2} (below 1 is faster)",
-        ru / cu,
-        rd / cd
+        "bench: host floor (3 GiB, median of 3; load average {})",
+        load.trim()
     );
-    println!(
-        "throughput: vballoon inflate {:.0} MiB/s, C inflate {:.0} MiB/s",
-        (GIB / MIB) as f64 / ru,
-        (GIB / MIB) as f64 / cu
+    let floor = floor::measure();
+    match &floor {
+        Ok(f) => println!("bench: floor {f:?}"),
+        Err(e) => println!("bench: floor failed: {e:#}"),
+    }
+
+    let mut boots = Vec::new();
+    for round in 0..cfg.rounds {
+        for &host in &cfg.hosts {
+            let order = if round % 2 == 0 {
+                [Drv::C, Drv::Rust]
+            } else {
+                [Drv::Rust, Drv::C]
+            };
+            for drv in order {
+                println!(
+                    "bench: round {}/{} {} {}",
+                    round + 1,
+                    cfg.rounds,
+                    host.name(),
+                    drv_name(drv)
+                );
+                let b = run::boot_once(ctx, host, drv, round, &cfg.params, floor.as_ref().ok());
+                println!("    {}", brief(&b));
+                boots.push(b);
+            }
+        }
+    }
+
+    let dir = std::env::current_dir()?
+        .join("results")
+        .join(format!("bench-{stamp}"));
+    std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
+    report::write_series(&dir.join("series.csv"), &boots)?;
+    let plotted = plot::draw(
+        &dir.join("balloon.svg"),
+        "3 GiB inflate, then deflate, of a 4 GiB guest (the round with the median inflate)",
+        &plot::lines(&boots, &cfg.hosts),
     );
+    let mut summary = report::Report {
+        dir: &dir,
+        accel: &accel_text,
+        rounds: cfg.rounds,
+        hosts: &cfg.hosts,
+        params: &cfg.params,
+        load: &load,
+        floor: &floor,
+        sizes: &sizes,
+        boots: &boots,
+        minutes: started.elapsed().as_secs_f64() / 60.0,
+    }
+    .summary(ctx);
+    if let Err(e) = &plotted {
+        summary.push_str(&format!("\nThe plot failed: {e:#}\n"));
+    }
+    std::fs::write(dir.join("summary.md"), &summary)?;
+    println!("\n{summary}");
+    println!("bench: results in {}", dir.display());
+    let measured = boots.iter().any(|b| b.figs.values().any(|v| v.is_ok()));
+    if !measured {
+        bail!("nothing could be measured (see {})", dir.display());
+    }
     Ok(())
 }

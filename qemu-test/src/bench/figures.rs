@@ -1,0 +1,316 @@
+//! The figures: what each one is, their median/min/max over the rounds per driver and host,
+//! and the vballoon/C ratios of the medians, as markdown tables.
+
+use super::probe::HostKind;
+use super::run::Boot;
+use crate::scenarios::Drv;
+use std::fmt::Write;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Better {
+    Higher,
+    Lower,
+    /// Context for another figure (a raw number), no direction.
+    Neither,
+}
+
+pub struct Fig {
+    pub key: &'static str,
+    pub name: &'static str,
+    pub unit: &'static str,
+    pub better: Better,
+    /// Measured on the qemu host only.
+    pub qemu_only: bool,
+}
+
+pub const HP_BEFORE: &str = "hp_before";
+pub const HP_AFTER: &str = "hp_after";
+pub const HP_KEPT: &str = "hp_kept";
+pub const REACT_1G: &str = "react_1g";
+pub const TO_1G: &str = "to_1g";
+pub const INFLATE: &str = "inflate";
+pub const DEFLATE: &str = "deflate";
+pub const INFLATE_FLOOR: &str = "inflate_floor";
+pub const GUEST_CPU_INFLATE: &str = "guest_cpu_inflate";
+pub const GUEST_CPU_DEFLATE: &str = "guest_cpu_deflate";
+pub const DEVICE_CPU_INFLATE: &str = "device_cpu_inflate";
+pub const DEVICE_CPU_DEFLATE: &str = "device_cpu_deflate";
+pub const HOLD_MIB: &str = "hold_mib";
+pub const REACT_HOLD: &str = "react_hold";
+
+const fn fig(key: &'static str, name: &'static str, unit: &'static str, better: Better) -> Fig {
+    Fig {
+        key,
+        name,
+        unit,
+        better,
+        qemu_only: false,
+    }
+}
+
+const fn qemu(f: Fig) -> Fig {
+    Fig {
+        qemu_only: true,
+        ..f
+    }
+}
+
+pub const FIGS: [Fig; 14] = [
+    qemu(fig(
+        HP_BEFORE,
+        "HP: QEMU AnonHugePages before the 2 GiB inflate",
+        "KiB",
+        Better::Neither,
+    )),
+    qemu(fig(
+        HP_AFTER,
+        "HP: QEMU AnonHugePages after it",
+        "KiB",
+        Better::Neither,
+    )),
+    qemu(fig(
+        HP_KEPT,
+        "HP: huge pages kept (after / the 2 GiB not ballooned)",
+        "%",
+        Better::Higher,
+    )),
+    fig(REACT_1G, "1G: first reaction", "ms", Better::Lower),
+    fig(TO_1G, "1G: time to 1 GiB", "s", Better::Lower),
+    fig(INFLATE, "3G: inflate throughput", "GiB/s", Better::Higher),
+    fig(DEFLATE, "3G: deflate throughput", "GiB/s", Better::Higher),
+    fig(
+        INFLATE_FLOOR,
+        "3G: inflate time / host floor",
+        "x",
+        Better::Lower,
+    ),
+    fig(
+        GUEST_CPU_INFLATE,
+        "3G: guest CPU per GiB inflated",
+        "s/GiB",
+        Better::Lower,
+    ),
+    fig(
+        GUEST_CPU_DEFLATE,
+        "3G: guest CPU per GiB deflated",
+        "s/GiB",
+        Better::Lower,
+    ),
+    fig(
+        DEVICE_CPU_INFLATE,
+        "3G: device-side CPU per GiB inflated",
+        "s/GiB",
+        Better::Lower,
+    ),
+    fig(
+        DEVICE_CPU_DEFLATE,
+        "3G: device-side CPU per GiB deflated",
+        "s/GiB",
+        Better::Lower,
+    ),
+    fig(
+        HOLD_MIB,
+        "AFTER-HOLD: balloon size while held",
+        "MiB",
+        Better::Neither,
+    ),
+    fig(
+        REACT_HOLD,
+        "AFTER-HOLD: first reaction to a new target",
+        "ms",
+        Better::Lower,
+    ),
+];
+
+pub fn applies(f: &Fig, host: HostKind) -> bool {
+    !f.qemu_only || host == HostKind::Qemu
+}
+
+pub fn fmt(unit: &str, v: f64) -> String {
+    match unit {
+        "KiB" | "MiB" => format!("{v:.0}"),
+        "ms" => format!("{v:.1}"),
+        "%" => format!("{:.1}", v * 100.0),
+        "x" => format!("{v:.2}"),
+        "s/GiB" => format!("{v:.3}"),
+        _ => format!("{v:.2}"),
+    }
+}
+
+pub struct Stats {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub n: usize,
+}
+
+pub fn stats(mut v: Vec<f64>) -> Option<Stats> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    Some(Stats {
+        median,
+        min: v[0],
+        max: v[n - 1],
+        n,
+    })
+}
+
+/// The successful values of one figure for one driver on one host, over the rounds.
+pub fn values(boots: &[Boot], key: &str, host: HostKind, drv: Drv) -> Vec<f64> {
+    boots
+        .iter()
+        .filter(|b| b.host == host && b.drv == drv)
+        .filter_map(|b| b.figs.get(key)?.as_ref().ok().copied())
+        .collect()
+}
+
+pub fn drv_name(d: Drv) -> &'static str {
+    match d {
+        Drv::C => "C",
+        Drv::Rust => "vballoon",
+    }
+}
+
+/// Median, min and max per figure, host and driver; then the vballoon/C ratios.
+pub fn tables(boots: &[Boot], hosts: &[HostKind], rounds: usize) -> String {
+    let mut s = String::new();
+    s.push_str("## Figures (median, min, max over the rounds)\n\n");
+    s.push_str("| figure | unit | host | driver | median | min | max | ok/rounds |\n");
+    s.push_str("| --- | --- | --- | --- | ---: | ---: | ---: | ---: |\n");
+    for f in &FIGS {
+        for &h in hosts {
+            if !applies(f, h) {
+                continue;
+            }
+            for d in [Drv::C, Drv::Rust] {
+                let st = stats(values(boots, f.key, h, d));
+                let (med, min, max, n) = match &st {
+                    Some(st) => (
+                        fmt(f.unit, st.median),
+                        fmt(f.unit, st.min),
+                        fmt(f.unit, st.max),
+                        st.n,
+                    ),
+                    None => ("—".into(), "—".into(), "—".into(), 0),
+                };
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {med} | {min} | {max} | {n}/{rounds} |",
+                    f.name,
+                    f.unit,
+                    h.name(),
+                    drv_name(d)
+                );
+            }
+        }
+    }
+    s.push_str("\n## vballoon / C (ratio of the medians)\n\n");
+    s.push_str("| figure | host | C median | vballoon median | vballoon/C | better |\n");
+    s.push_str("| --- | --- | ---: | ---: | ---: | --- |\n");
+    for f in &FIGS {
+        for &h in hosts {
+            if !applies(f, h) {
+                continue;
+            }
+            let c = stats(values(boots, f.key, h, Drv::C));
+            let r = stats(values(boots, f.key, h, Drv::Rust));
+            let show = |st: &Option<Stats>| {
+                st.as_ref().map_or("—".into(), |st| {
+                    format!("{} {}", fmt(f.unit, st.median), f.unit)
+                })
+            };
+            let ratio = match (&c, &r) {
+                (Some(c), Some(r)) if c.median != 0.0 => format!("{:.2}", r.median / c.median),
+                _ => "—".into(),
+            };
+            let better = match f.better {
+                Better::Higher => "higher",
+                Better::Lower => "lower",
+                Better::Neither => "neither (context)",
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {ratio} | {better} |",
+                f.name,
+                h.name(),
+                show(&c),
+                show(&r)
+            );
+        }
+    }
+    s
+}
+
+/// Every failed figure, grouped by boot and reason.
+pub fn failures(boots: &[Boot]) -> String {
+    let mut s = String::new();
+    for b in boots {
+        let mut by_reason: Vec<(&str, Vec<&str>)> = Vec::new();
+        for (k, v) in &b.figs {
+            if let Err(e) = v {
+                match by_reason.iter_mut().find(|(r, _)| *r == e.as_str()) {
+                    Some((_, ks)) => ks.push(k),
+                    None => by_reason.push((e.as_str(), vec![k])),
+                }
+            }
+        }
+        for (reason, keys) in by_reason {
+            let one_line: String = reason
+                .lines()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" / ")
+                .replace('|', "\\|");
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} |",
+                b.host.name(),
+                drv_name(b.drv),
+                b.round,
+                keys.join(", "),
+                one_line
+            );
+        }
+    }
+    if s.is_empty() {
+        "No figure failed.\n".into()
+    } else {
+        format!(
+            "| host | driver | round | figures | reason |\n| --- | --- | --- | --- | --- |\n{s}"
+        )
+    }
+}
+
+/// How each figure is measured (the end of `summary.md`).
+pub const EXPLAIN: &str = "\
+- **HP** (qemu host only): the guest touches 3300 MiB (`hog`) and frees it, so QEMU's RAM is \
+backed, by huge pages where THP can; 2 s later QEMU's `AnonHugePages` (`/proc/PID/smaps_rollup`) \
+is read, the balloon inflates to 2 GiB, and it is read again. *Huge pages kept* is the second \
+reading over the 2 GiB not ballooned: QEMU discards each 4 KiB page on its own, which splits \
+the huge page around it, so a driver whose balloon pages fill whole 2 MiB blocks keeps more.
+- **1G**: from an empty balloon the host asks for 1 GiB. *First reaction*: from the command to \
+the first poll that shows the balloon bigger; *time to 1 GiB*: to the poll that shows 1 GiB.
+- **3G**: 3 GiB inflated (the guest keeps 1 GiB), then deflated to 0; throughput is 3 GiB over \
+the time to reach the target. *Guest CPU per GiB*: utime+stime of QEMU's vCPU threads \
+(`query-cpus-fast` thread ids, `/proc/PID/task/TID/stat`); *device-side CPU per GiB*: QEMU's \
+other threads (where QEMU's balloon discards, and the QMP polling), plus the vhost host \
+process on vhost-ranges. Both are net of the same parts' idle rate (1 s of polling with \
+nothing to do, just before). *Inflate time / host floor*: the inflate time over the host's \
+own time to discard 3 GiB the way it does (see the floor table): how close the driver gets \
+to what the host allows.
+- **AFTER-HOLD**: a guest process holds MemAvailable - 250 MiB, the host asks for 3 GiB; \
+vballoon stops at its floor (`floor_mib`), the C driver keeps failing allocations and \
+retries every 200 ms. After 3 s, with the process still there, the host asks for 64 MiB less \
+than the balloon then holds: *first reaction* is the time until the balloon shrinks. An OOM \
+kill during the step fails the figure.
+- Ratios are of the medians; *better* says which way is better for vballoon. Figures from one \
+boot share the guest: the steps run in the order above, each from an empty balloon.
+";

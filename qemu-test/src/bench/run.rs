@@ -1,0 +1,309 @@
+//! One boot: a fresh 4 GiB guest with one driver on one host, and every figure of that pair,
+//! in order: HP (qemu host), 1G, 3G, AFTER-HOLD. Each step starts and ends with an empty
+//! balloon; a step that fails is recorded against its figures and the boot goes on.
+
+use super::figures::*;
+use super::floor::Floor;
+use super::probe::{HostKind, Op, Target, Until};
+use crate::guest::{Vm, VmOpts, GIB, MIB};
+use crate::hostile;
+use crate::scenarios::{Ctx, Drv};
+use anyhow::{anyhow, ensure, Result};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Guest RAM.
+pub const GUEST_MIB: u64 = 4096;
+/// How long a balloon move may take under TCG.
+const MOVE: Duration = Duration::from_secs(300);
+/// What the HP step touches in the guest before inflating (so the host backs it).
+const HP_TOUCH_MIB: u64 = 3300;
+
+/// Everything one boot measured.
+pub struct Boot {
+    pub host: HostKind,
+    pub drv: Drv,
+    pub round: usize,
+    pub figs: BTreeMap<&'static str, Result<f64, String>>,
+    pub ops: Vec<Op>,
+    /// vballoon's parameters as the guest's sysfs shows them after insmod.
+    pub params: Option<String>,
+    /// Things worth a line in the summary (e.g. a kernel log report).
+    pub notes: Vec<String>,
+    pub secs: f64,
+}
+
+impl Boot {
+    pub(super) fn set(&mut self, key: &'static str, v: f64) {
+        self.figs.insert(key, Ok(v));
+    }
+
+    /// Fails every figure of `keys` not measured yet.
+    pub(super) fn fail(&mut self, keys: &[&'static str], why: &str) {
+        for k in keys {
+            self.figs.entry(k).or_insert_with(|| Err(why.to_owned()));
+        }
+    }
+}
+
+const HP: [&str; 3] = [HP_BEFORE, HP_AFTER, HP_KEPT];
+const ONE_GIB: [&str; 2] = [REACT_1G, TO_1G];
+const THREE_GIB: [&str; 7] = [
+    INFLATE,
+    DEFLATE,
+    INFLATE_FLOOR,
+    GUEST_CPU_INFLATE,
+    GUEST_CPU_DEFLATE,
+    DEVICE_CPU_INFLATE,
+    DEVICE_CPU_DEFLATE,
+];
+const AFTER_HOLD: [&str; 2] = [HOLD_MIB, REACT_HOLD];
+
+/// Boots the guest, loads `drv` (vballoon with `params`) and checks it is the one bound.
+fn start(ctx: &Ctx, host: HostKind, drv: Drv, params: &str) -> Result<(Target, Option<String>)> {
+    let name = format!("bench_{}_{}", host.name(), drv.sysfs_name());
+    let (mut vm, vhost) = match host {
+        HostKind::Qemu => {
+            let opts = VmOpts {
+                mem_mib: GUEST_MIB,
+                ..VmOpts::default()
+            };
+            (Vm::boot(&name, ctx.paths, ctx.initramfs, &opts)?, None)
+        }
+        HostKind::VhostRanges => {
+            // Same features and ring size as QEMU's virtio-balloon-pci by default: stats, 128.
+            let (vm, h) = hostile::boot_vhost(ctx, &name, GUEST_MIB, "", "stats", 128)?;
+            (vm, Some(h))
+        }
+    };
+    let insmod = match drv {
+        Drv::Rust => format!("{} {params}", drv.insmod()),
+        Drv::C => drv.insmod().to_owned(),
+    };
+    vm.sh(&insmod)?;
+    // The balloon device (ID 5) is bound to the driver meant, and only that driver is loaded.
+    let bound = vm.sh(
+        "for d in /sys/bus/virtio/devices/*; do grep -q 0x0005 $d/device && basename $(readlink $d/driver); done",
+    )?;
+    ensure!(
+        bound.trim() == drv.sysfs_name(),
+        "the balloon device is bound to {bound:?}, not {}",
+        drv.sysfs_name()
+    );
+    let mods: Vec<String> = vm
+        .sh("cat /proc/modules")?
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect();
+    ensure!(
+        mods == [drv.sysfs_name()],
+        "modules loaded: {mods:?}, wanted only {}",
+        drv.sysfs_name()
+    );
+    let p = match drv {
+        Drv::Rust => Some(loaded_params(&mut vm)?),
+        Drv::C => None,
+    };
+    let mut t = Target::new(vm, vhost, GUEST_MIB * MIB)?;
+    let b = t.ballooned()?;
+    ensure!(b == 0, "balloon holds {} MiB at the start", b / MIB);
+    Ok((t, p))
+}
+
+/// One step of a boot.
+type Step<'r> = fn(&mut Run<'r>) -> Result<()>;
+
+/// vballoon's parameters as loaded: sysfs if the module exposes them there, else its bind
+/// line (which names the values it runs with).
+fn loaded_params(vm: &mut Vm) -> Result<String> {
+    let (rc, out) = vm.sh_rc(
+        "cd /sys/module/vballoon/parameters 2>/dev/null && for f in *; do echo \"$f=$(cat $f)\"; done",
+        Duration::from_secs(30),
+    )?;
+    if rc == 0 && !out.trim().is_empty() {
+        return Ok(out.split_whitespace().collect::<Vec<_>>().join(" "));
+    }
+    let log = vm.dmesg()?;
+    let line = log
+        .lines()
+        .rev()
+        .find_map(|l| l.split_once("vballoon bound: ").map(|(_, r)| r.trim()))
+        .ok_or_else(|| anyhow!("no 'vballoon bound' line in the kernel log"))?;
+    Ok(format!("bound: {line}"))
+}
+
+pub(super) struct Run<'a> {
+    pub(super) t: Target,
+    pub(super) b: &'a mut Boot,
+    floor: Option<&'a Floor>,
+}
+
+impl<'r> Run<'r> {
+    pub(super) fn op(&mut self, name: &'static str, to: u64, until: Until) -> Result<Op> {
+        let op = self.t.op(name, to, until, MOVE)?;
+        self.b.ops.push(op.clone());
+        Ok(op)
+    }
+
+    /// Runs one step; on failure fails its figures and empties the balloon. Returns false
+    /// when the balloon cannot be emptied (the boot cannot go on).
+    fn step(&mut self, keys: &[&'static str], f: Step<'r>) -> bool {
+        if let Err(e) = f(self) {
+            let why = format!("{e:#}");
+            println!("    failed: {}", why.lines().next().unwrap_or_default());
+            self.b.fail(keys, &why);
+            let empty = self.t.ballooned().is_ok_and(|b| b == 0)
+                || self.t.op("reset", 0, Until::Reached, MOVE).is_ok();
+            if !empty {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn steps(&mut self) -> Result<()> {
+        let mut steps: Vec<(&[&'static str], Step<'r>)> = Vec::new();
+        if self.b.host == HostKind::Qemu {
+            steps.push((&HP, Self::huge_pages));
+        }
+        steps.push((&ONE_GIB, Self::one_gib));
+        steps.push((&THREE_GIB, Self::three_gib));
+        steps.push((&AFTER_HOLD, Self::after_hold));
+        for (keys, f) in steps {
+            if !self.step(keys, f) {
+                return Err(anyhow!(
+                    "the balloon could not be emptied after a failed step"
+                ));
+            }
+        }
+        if let Err(e) = self.t.vm.assert_no_splats() {
+            self.b.notes.push(format!("kernel log: {e:#}"));
+        }
+        if let Err(e) = self.t.protocol_clean() {
+            self.b.notes.push(format!("vhost host: {e:#}"));
+        }
+        Ok(())
+    }
+
+    /// HP: touch most of the guest so QEMU's RAM is backed (by huge pages where THP can),
+    /// inflate half the guest, and see how many huge pages the other half kept.
+    fn huge_pages(&mut self) -> Result<()> {
+        let (rc, out) = self
+            .t
+            .vm
+            .sh_rc(&format!("hog {HP_TOUCH_MIB}"), Duration::from_secs(900))?;
+        ensure!(rc == 0, "hog {HP_TOUCH_MIB} exited {rc}: {out}");
+        std::thread::sleep(Duration::from_secs(2));
+        let before = self.t.anon_huge_kib()?;
+        self.op("hp-inflate", 2 * GIB, Until::Reached)?;
+        let after = self.t.anon_huge_kib()?;
+        self.b.set(HP_BEFORE, before as f64);
+        self.b.set(HP_AFTER, after as f64);
+        self.b.set(
+            HP_KEPT,
+            after as f64 / ((GUEST_MIB * MIB - 2 * GIB) / 1024) as f64,
+        );
+        self.op("hp-deflate", 0, Until::Reached)?;
+        Ok(())
+    }
+
+    /// 1G: from an empty balloon to 1 GiB.
+    fn one_gib(&mut self) -> Result<()> {
+        let op = self.op("inflate-1g", GIB, Until::Reached)?;
+        self.b.set(REACT_1G, op.first_move_ms.unwrap_or_default());
+        self.b.set(TO_1G, op.reached_s.unwrap_or_default());
+        self.op("deflate-1g", 0, Until::Reached)?;
+        Ok(())
+    }
+
+    /// 3G: inflate 3 GiB, deflate it; throughput and CPU per GiB, net of the idle rate.
+    fn three_gib(&mut self) -> Result<()> {
+        let idle = self.t.idle_rates(Duration::from_secs(1))?;
+        let gib = 3.0;
+        for (name, to, speed, guest, device) in [
+            (
+                "inflate-3g",
+                3 * GIB,
+                INFLATE,
+                GUEST_CPU_INFLATE,
+                DEVICE_CPU_INFLATE,
+            ),
+            (
+                "deflate-3g",
+                0,
+                DEFLATE,
+                GUEST_CPU_DEFLATE,
+                DEVICE_CPU_DEFLATE,
+            ),
+        ] {
+            let c0 = self.t.cpu()?;
+            let t0 = Instant::now();
+            let op = self.op(name, to, Until::Reached)?;
+            let used = self
+                .t
+                .cpu()?
+                .minus(&c0)
+                .minus(&idle.scaled(t0.elapsed().as_secs_f64()));
+            let secs = op.reached_s.unwrap_or_default();
+            self.b.set(speed, gib / secs);
+            self.b.set(guest, used.vcpu.max(0.0) / gib);
+            self.b.set(device, used.device().max(0.0) / gib);
+            if to > 0 {
+                match self.floor {
+                    Some(f) => self.b.set(INFLATE_FLOOR, secs / f.for_host(self.b.host)),
+                    None => self.b.fail(&[INFLATE_FLOOR], "no floor was measured"),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Boots one guest for `drv` on `host` and measures every figure of that pair.
+pub fn boot_once(
+    ctx: &Ctx,
+    host: HostKind,
+    drv: Drv,
+    round: usize,
+    params: &str,
+    floor: Option<&Floor>,
+) -> Boot {
+    let t0 = Instant::now();
+    let mut b = Boot {
+        host,
+        drv,
+        round,
+        figs: BTreeMap::new(),
+        ops: Vec::new(),
+        params: None,
+        notes: Vec::new(),
+        secs: 0.0,
+    };
+    let keys: Vec<&'static str> = FIGS
+        .iter()
+        .filter(|f| applies(f, host))
+        .map(|f| f.key)
+        .collect();
+    match start(ctx, host, drv, params) {
+        Err(e) => b.fail(&keys, &format!("boot: {e:#}")),
+        Ok((t, p)) => {
+            b.params = p;
+            let mut run = Run {
+                t,
+                b: &mut b,
+                floor,
+            };
+            let r = run.steps();
+            let Run { t, .. } = run;
+            if let Err(e) = r {
+                b.fail(&keys, &format!("boot aborted: {e:#}"));
+            }
+            if let Err(e) = t.shutdown() {
+                b.notes.push(format!("shutdown: {e:#}"));
+            }
+        }
+    }
+    b.fail(&keys, "not measured");
+    b.secs = t0.elapsed().as_secs_f64();
+    b
+}
