@@ -295,7 +295,10 @@ pub const EXPLAIN: &str = "\
 backed, by huge pages where THP can; 2 s later QEMU's `AnonHugePages` (`/proc/PID/smaps_rollup`) \
 is read, the balloon inflates to 2 GiB, and it is read again. *Huge pages kept* is the second \
 reading over the 2 GiB not ballooned: QEMU discards each 4 KiB page on its own, which splits \
-the huge page around it, so a driver whose balloon pages fill whole 2 MiB blocks keeps more.
+the huge page around it, so a driver whose balloon pages fill whole 2 MiB blocks keeps more. \
+Its ceiling is (before - 2 GiB) / 2 GiB: every huge page not ballooned kept. Just after the \
+guest freed 3300 MiB its free memory is in large blocks, so single pages taken in order \
+fill whole 2 MiB blocks too.
 - **1G**: from an empty balloon the host asks for 1 GiB. *First reaction*: from the command to \
 the first poll that shows the balloon bigger; *time to 1 GiB*: to the poll that shows 1 GiB.
 - **3G**: 3 GiB inflated (the guest keeps 1 GiB), then deflated to 0; throughput is 3 GiB over \

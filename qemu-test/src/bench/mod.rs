@@ -141,8 +141,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             };
             for drv in order {
                 println!(
-                    "bench: round {}/{} {} {}",
-                    round + 1,
+                    "bench: round {round} of {} {} {}",
                     cfg.rounds,
                     host.name(),
                     drv_name(drv)
