@@ -470,21 +470,6 @@ fn buffers_in_flight_never_exceed_the_ring() {
     assert_eq!(buffers_in_flight(0), None);
 }
 
-#[test]
-fn pages_seen_counts_only_posted_buffers() {
-    let per = PageGeometry::new(12).unwrap().pages_per_buffer();
-    assert_eq!(per, 256);
-    // Everything posted.
-    assert_eq!(pages_seen(2048, 8, per), 2048);
-    // A partial last buffer.
-    assert_eq!(pages_seen(700, 3, per), 700);
-    // The ring took 2 of 4 buffers: the host saw 512 pages, not 1000.
-    assert_eq!(pages_seen(1000, 2, per), 512);
-    assert_eq!(pages_seen(1000, 0, per), 0);
-    // 64 KiB pages: 16 per buffer.
-    let per64 = PageGeometry::new(16).unwrap().pages_per_buffer();
-    assert_eq!(pages_seen(40, 2, per64), 32);
-}
 mod stats {
     use crate::balloon::stats::*;
 

@@ -46,6 +46,12 @@ pub(crate) fn take_block(left: usize, block_pages: usize) -> bool {
     block_pages > 1 && left >= block_pages
 }
 
+/// Pages of the first step towards a new target: one block, or one buffer if that is more,
+/// so the host sees the balloon move after one allocation instead of a whole step's.
+pub(crate) fn first_step_pages(pages_per_buffer: usize, block_pages: usize) -> usize {
+    pages_per_buffer.max(block_pages).max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +83,14 @@ mod tests {
             Err(BlockError::NotPowerOfTwo)
         );
         assert_eq!(block_order(1 << 31, 12, 10), Err(BlockError::TooLarge));
+    }
+
+    #[test]
+    fn first_step_is_one_block_or_one_buffer() {
+        assert_eq!(first_step_pages(256, 512), 512);
+        assert_eq!(first_step_pages(256, 1), 256);
+        assert_eq!(first_step_pages(16, 32), 32);
+        assert_eq!(first_step_pages(0, 0), 1);
     }
 
     #[test]

@@ -105,12 +105,6 @@ pub(crate) fn buffers_in_flight(ring_size: usize) -> Option<usize> {
     }
 }
 
-/// Of `got` pages batched in order into buffers of `pages_per_buffer`, how many the host saw
-/// when only the first `posted` buffers went out.
-pub(crate) fn pages_seen(got: usize, posted: usize, pages_per_buffer: usize) -> usize {
-    posted.saturating_mul(pages_per_buffer).min(got)
-}
-
 /// The target the resize work steers to. After the OOM path deflated the balloon, the host's
 /// `num_pages` is the one it gave before that (`oom_hold`): the balloon stays where the OOM
 /// deflate left it (`held`) until the host sets a different target, so the driver does not

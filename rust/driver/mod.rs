@@ -121,8 +121,9 @@ struct State {
     /// One PFN array per buffer in flight, allocated at probe so inflating never allocates
     /// for them.
     batches: KVec<KBox<PfnBatch>>,
-    /// Pages taken off the list, waiting for the host's deflate ack.
-    leaving: KVec<BalloonPage>,
+    /// Pages taken off the list, waiting for the host's deflate ack: one vector per buffer in
+    /// flight, each with room for a buffer's pages.
+    leaving: KVec<KVec<BalloonPage>>,
     /// Set by remove: the work items must not run or queue themselves again.
     stopping: bool,
     /// One log line per episode of holding at the floor / running out of memory.
@@ -183,10 +184,11 @@ pub(crate) struct VBalloon {
     shrinker: Shrinker<VBalloon>,
     /// Set by a config change, cleared by the next resize step (ends an OOM hold).
     target_changed: AtomicBool,
-    /// Pages allocated for an inflate, waiting for the host's ack before joining the list;
-    /// room for a whole step. Allocation happens holding this lock only.
+    /// Pages allocated for an inflate, waiting for the host's ack before joining the list: one
+    /// vector per buffer in flight, each with room for a buffer's pages. Allocation happens
+    /// holding this lock only.
     #[pin]
-    incoming: Mutex<KVec<BalloonPage>>,
+    incoming: Mutex<KVec<KVec<BalloonPage>>>,
     #[pin]
     acked: AckEvent,
     #[pin]
@@ -310,9 +312,8 @@ impl virtio::Driver for VBalloon {
                 GFP_KERNEL,
             )?;
         }
-        let step = inflight.saturating_mul(geometry.pages_per_buffer());
-        let incoming = KVec::with_capacity(step, GFP_KERNEL)?;
-        let leaving = KVec::with_capacity(step, GFP_KERNEL)?;
+        let incoming = page_vectors(inflight, geometry.pages_per_buffer())?;
+        let leaving = page_vectors(inflight, geometry.pages_per_buffer())?;
         let block_kib = crate::module_parameters::block_kib.value();
         let block_order = match block::block_order(
             block_kib,
@@ -481,6 +482,15 @@ impl virtio::Driver for VBalloon {
 }
 
 use kernel::device::Core;
+
+/// `n` empty page vectors with room for `each` pages apiece, so a step never allocates for them.
+fn page_vectors(n: usize, each: usize) -> Result<KVec<KVec<BalloonPage>>> {
+    let mut v = KVec::with_capacity(n, GFP_KERNEL)?;
+    for _ in 0..n {
+        v.push(KVec::with_capacity(each, GFP_KERNEL)?, GFP_KERNEL)?;
+    }
+    Ok(v)
+}
 
 /// The queues the device has, by name, in creation order.
 fn queue_names(map: &QueueMap) -> Result<KVec<&'static CStr>> {

@@ -11,7 +11,7 @@ use crate::{
         target::{self, Headroom, Step},
     },
     mm::{self, BalloonPage},
-    virtio::DeviceReadable,
+    virtio::{DeviceReadable, Stream},
 };
 use core::sync::atomic::Ordering;
 use kernel::{
@@ -36,25 +36,30 @@ impl DeviceReadable for PfnBatch {
     }
 }
 
-/// Encodes the PFNs of `pages`, in order, into the batches, each full before the next.
-/// Returns how many pages were encoded (all, unless the batches are full).
-fn encode(batches: &mut [KBox<PfnBatch>], pages: &[BalloonPage]) -> usize {
-    batches.iter_mut().for_each(|b| b.clear());
-    let mut it = pages.iter().peekable();
+/// Encodes the PFNs of `pages`, in order, into `batch`. Returns how many were encoded (all,
+/// unless the batch is full or a PFN does not fit).
+fn encode(batch: &mut PfnBatch, pages: &[BalloonPage]) -> usize {
+    batch.clear();
     let mut got = 0usize;
-    for batch in batches.iter_mut() {
-        while let Some(page) = it.peek() {
-            if batch.push_page(page.pfn()).is_err() {
-                break;
-            }
-            it.next();
-            got = got.saturating_add(1);
+    for page in pages {
+        if batch.push_page(page.pfn()).is_err() {
+            break;
         }
+        got = got.saturating_add(1);
     }
     got
 }
 
+/// Pages held in per-buffer vectors.
+fn count(bufs: &[KVec<BalloonPage>]) -> usize {
+    bufs.iter().fold(0usize, |n, b| n.saturating_add(b.len()))
+}
+
 impl VBalloon {
+    fn block_pages(&self) -> usize {
+        1usize.checked_shl(self.block_order).unwrap_or(1)
+    }
+
     fn max_step_pages(&self) -> usize {
         self.inflight
             .saturating_mul(self.geometry.pages_per_buffer())
@@ -101,7 +106,8 @@ impl VBalloon {
                 return None;
             }
         };
-        if self.target_changed.swap(false, Ordering::AcqRel) {
+        let fresh = self.target_changed.swap(false, Ordering::AcqRel);
+        if fresh {
             // The host spoke: follow it again after an OOM deflate, and a hold at the floor
             // for the new target is a new episode (one log line each).
             st.oom_hold = None;
@@ -112,13 +118,15 @@ impl VBalloon {
             available_bytes: self.geometry.pages_to_bytes(mm::mem_available_pages()),
             floor_bytes: self.floor_bytes,
         };
-        let step = target::next_step_to(
-            &self.geometry,
-            target,
-            st.held,
-            headroom,
-            self.max_step_pages(),
-        );
+        // The first step towards a new target is one block (or one buffer): the host sees
+        // the balloon move as soon as that is allocated, not after a whole step.
+        let max = if fresh {
+            block::first_step_pages(self.geometry.pages_per_buffer(), self.block_pages())
+                .min(self.max_step_pages())
+        } else {
+            self.max_step_pages()
+        };
+        let step = target::next_step_to(&self.geometry, target, st.held, headroom, max);
         match step {
             Step::Inflate(_) | Step::Deflate(_) => {}
             Step::AtFloor => {
@@ -147,21 +155,49 @@ impl VBalloon {
     /// with `state` held. Returns the delay before the next step, if any.
     fn inflate(&self, n: usize) -> Option<u32> {
         let mut incoming = self.incoming.lock();
-        let want = n.min(incoming.capacity().saturating_sub(incoming.len()));
-        let block_pages = 1usize.checked_shl(self.block_order).unwrap_or(1);
+        let room = incoming.iter().fold(0usize, |r, b| {
+            r.saturating_add(b.capacity().saturating_sub(b.len()))
+        });
+        let want = n.min(room);
+        let block_pages = self.block_pages();
         let mut blocks = true;
         let mut short = false;
-        while incoming.len() < want {
+        let mut got = count(&incoming);
+        // Fills the per-buffer vectors in order, each full before the next.
+        let mut cur = 0usize;
+        let mut put = |incoming: &mut KVec<KVec<BalloonPage>>, page: BalloonPage| {
+            let mut page = Some(page);
+            while let Some(p) = page.take() {
+                let Some(buf) = incoming.get_mut(cur) else {
+                    // No room (cannot happen: `want` is within the room); free it.
+                    return false;
+                };
+                if let Err(e) = buf.push_within_capacity(p) {
+                    page = Some(e.0);
+                    cur = cur.saturating_add(1);
+                }
+            }
+            true
+        };
+        while got < want {
             // Whole blocks while the allocator has them free and one fits; then single pages.
-            if blocks && block::take_block(want.saturating_sub(incoming.len()), block_pages) {
-                if BalloonPage::alloc_block(self.block_order, &mut incoming) {
+            if blocks && block::take_block(want.saturating_sub(got), block_pages) {
+                if let Some(split) = BalloonPage::alloc_block(self.block_order) {
+                    for page in split {
+                        if put(&mut incoming, page) {
+                            got = got.saturating_add(1);
+                        }
+                    }
                     continue;
                 }
                 blocks = false;
             }
             match BalloonPage::alloc() {
-                // Room was reserved at probe for a whole step.
-                Some(page) => drop(incoming.push_within_capacity(page)),
+                Some(page) => {
+                    if put(&mut incoming, page) {
+                        got = got.saturating_add(1);
+                    }
+                }
                 None => {
                     short = true;
                     break;
@@ -170,7 +206,7 @@ impl VBalloon {
         }
         let mut st = self.state.lock();
         if st.stopping {
-            incoming.clear();
+            incoming.iter_mut().for_each(|b| b.clear());
             return None;
         }
         // A few pages of progress while MemAvailable hovers at the floor do not end the floor
@@ -205,9 +241,11 @@ impl VBalloon {
         );
     }
 
-    /// Tells the host about the pages in `incoming` and puts the ones the host was told about
-    /// in the balloon; the rest go back to the allocator. Returns how many went in.
-    fn fill(&self, st: &mut State, incoming: &mut KVec<BalloonPage>) -> Result<usize> {
+    /// Tells the host about the pages in `incoming`, one buffer per vector, streaming: each
+    /// buffer is posted as soon as it is encoded, and its pages join the balloon as soon as
+    /// the host has used it, while the host works on the next. Pages the host was not told
+    /// about go back to the allocator. Returns how many went in.
+    fn fill(&self, st: &mut State, incoming: &mut KVec<KVec<BalloonPage>>) -> Result<usize> {
         let State {
             queues,
             batches,
@@ -217,9 +255,11 @@ impl VBalloon {
         } = st;
         let q = queues.as_ref().ok_or(ENODEV)?;
         // Pages whose PFN does not fit in 32 bits cannot be ballooned: free them.
-        let before = incoming.len();
-        incoming.retain(|p| self.geometry.first_pfn(p.pfn()).is_ok());
-        let high = before.saturating_sub(incoming.len());
+        let before = count(incoming);
+        for buf in incoming.iter_mut() {
+            buf.retain(|p| self.geometry.first_pfn(p.pfn()).is_ok());
+        }
+        let high = before.saturating_sub(count(incoming));
         if high > 0 {
             if *high_pages == 0 {
                 dev_warn!(
@@ -229,30 +269,46 @@ impl VBalloon {
             }
             *high_pages = high_pages.saturating_add(high as u64);
         }
-        let got = encode(batches, incoming);
-        let per_buffer = self.geometry.pages_per_buffer();
-        let before = *held;
-        // `actual` follows each buffer the host uses, so it sees the balloon move at once.
-        let t = q
-            .inflate
-            .transfer_with_progress(batches, &self.acked, |used| {
-                let done = target::pages_seen(got, used, per_buffer) as u64;
-                self.write_actual(before.saturating_add(done));
-            });
-        // The host saw the pages of the posted buffers (batches fill in order); the rest go
-        // straight back to the allocator.
-        let seen = target::pages_seen(got, t.posted, per_buffer);
-        incoming.truncate(seen);
-        // Told (and acked, unless the device broke): the pages are the host's. While the host
-        // worked they were ours alone, off the list, so migration could not move them.
-        self.list.enqueue_all(incoming);
-        *held = held.saturating_add(seen as u64);
+        let mut went_in = 0usize;
+        let t = q.inflate.stream(batches, &self.acked, |ev| match ev {
+            Stream::Fill(i, batch) => {
+                let Some(pages) = incoming.get(i) else {
+                    return false;
+                };
+                // A page that does not encode stays in the vector and is freed below.
+                encode(batch, pages) > 0
+            }
+            Stream::Used(i) => {
+                // Told and acked: the pages are the host's. While the host worked they were
+                // ours alone, off the list, so migration could not move them.
+                if let Some(pages) = incoming.get_mut(i) {
+                    let n = pages.len();
+                    self.list.enqueue_all(pages);
+                    went_in = went_in.saturating_add(n);
+                    *held = held.saturating_add(n as u64);
+                    self.write_actual(*held);
+                }
+                true
+            }
+        });
+        // On an error, the buffers that were posted but not reported used may have reached the
+        // host (which is reset now): their pages go into the balloon too, never back to the
+        // guest. The rest were never posted: back to the allocator.
+        for pages in incoming.iter_mut().take(t.posted) {
+            let n = pages.len();
+            self.list.enqueue_all(pages);
+            went_in = went_in.saturating_add(n);
+            *held = held.saturating_add(n as u64);
+        }
+        incoming.iter_mut().for_each(|b| b.clear());
         self.write_actual(*held);
-        t.result.map(|()| seen)
+        t.result.map(|()| went_in)
     }
 
-    /// Takes up to `n` pages out of the balloon, tells the host, then frees them. Returns how
-    /// many were given back (0 when every page left is being migrated right now).
+    /// Takes up to `n` pages out of the balloon, tells the host, then frees them, streaming:
+    /// each buffer is posted as soon as it is filled, and its pages are freed as soon as the
+    /// host has used it. Returns how many were given back (0 when every page left is being
+    /// migrated right now).
     pub(super) fn leak(&self, st: &mut State, n: usize) -> Result<usize> {
         let State {
             queues,
@@ -262,42 +318,45 @@ impl VBalloon {
             ..
         } = st;
         let q = queues.as_ref().ok_or(ENODEV)?;
-        // The most recently inflated pages first: whole blocks, in PFN order, so the guest
-        // gets its contiguous memory back too.
-        self.list.dequeue_into(leaving, n);
-        let got = encode(batches, leaving);
-        // `leaving` has a step's room and the batches a step's PFNs, and only encodable pages
-        // went in: all of them encode. Any left over would stay in the balloon.
-        while leaving.len() > got {
-            let Some(page) = leaving.pop() else { break };
-            self.list.enqueue(page);
-        }
-        if got == 0 {
-            return Ok(0);
-        }
-        let per_buffer = self.geometry.pages_per_buffer();
-        let before = *held;
-        let t = q
-            .deflate
-            .transfer_with_progress(batches, &self.acked, |used| {
-                let done = target::pages_seen(got, used, per_buffer) as u64;
-                self.write_actual(before.saturating_sub(done));
-            });
-        match t.result {
-            Ok(()) => {
+        let mut taken = 0usize;
+        let mut freed = 0usize;
+        let t = q.deflate.stream(batches, &self.acked, |ev| match ev {
+            Stream::Fill(i, batch) => {
+                let Some(pages) = leaving.get_mut(i) else {
+                    return false;
+                };
+                // The most recently inflated pages first: whole blocks, in PFN order, so the
+                // guest gets its contiguous memory back too.
+                taken =
+                    taken.saturating_add(self.list.dequeue_into(pages, n.saturating_sub(taken)));
+                let got = encode(batch, pages);
+                // Only encodable pages went in, so all encode; any other stays in the balloon.
+                while pages.len() > got {
+                    let Some(page) = pages.pop() else { break };
+                    self.list.enqueue(page);
+                }
+                got > 0
+            }
+            Stream::Used(i) => {
                 // Told and acked: the pages are the guest's again.
-                leaving.clear();
-                *held = held.saturating_sub(got as u64);
-                self.write_actual(*held);
-                Ok(got)
+                if let Some(pages) = leaving.get_mut(i) {
+                    let got = pages.len();
+                    pages.clear();
+                    freed = freed.saturating_add(got);
+                    *held = held.saturating_sub(got as u64);
+                    self.write_actual(*held);
+                }
+                true
             }
-            Err(e) => {
-                // The host may not have been told: the pages stay in the balloon.
-                self.list.enqueue_all(leaving);
-                self.write_actual(*held);
-                Err(e)
-            }
+        });
+        // The host may not have been told about the rest: they stay in the balloon.
+        for pages in leaving.iter_mut() {
+            self.list.enqueue_all(pages);
         }
+        if t.result.is_err() {
+            self.write_actual(*held);
+        }
+        t.result.map(|()| freed)
     }
 
     /// Gives every page back, telling the host, and lets go of the queues. Pages that

@@ -4,7 +4,6 @@
 
 use crate::ffi;
 use core::{marker::PhantomData, ptr::NonNull};
-use kernel::prelude::*;
 
 /// The guest's page shift (`PAGE_SHIFT`).
 pub(crate) fn page_shift() -> u32 {
@@ -42,37 +41,14 @@ impl BalloonPage {
     }
 
     /// Allocates a block of `2^order` contiguous pages if the allocator has one free right now
-    /// (no reclaim, no compaction), splits it, and appends its pages to `out` in PFN order.
-    /// Returns `false` (and leaves `out` alone) when there is no such block or `out` has no
-    /// room for all of it; the caller falls back to [`BalloonPage::alloc`]. May sleep.
-    pub(crate) fn alloc_block(order: u32, out: &mut KVec<BalloonPage>) -> bool {
-        let Some(n) = 1usize.checked_shl(order) else {
-            return false;
-        };
-        let len = out.len();
-        if out.capacity().saturating_sub(len) < n {
-            return false;
-        }
+    /// (no reclaim, no compaction) and splits it into balloon pages, handed out in PFN order.
+    /// `None` when there is no such block; the caller falls back to [`BalloonPage::alloc`].
+    /// May sleep.
+    pub(crate) fn alloc_block(order: u32) -> Option<SplitBlock> {
+        let n = 1usize.checked_shl(order)?;
         // SAFETY: No preconditions; a bad order just fails.
-        let Some(head) = NonNull::new(unsafe { ffi::vballoon_balloon_block_alloc(order) }) else {
-            return false;
-        };
-        let slots = out.as_mut_ptr().wrapping_add(len);
-        for i in 0..n {
-            // SAFETY: `head` heads a split block of `n` pages and `i < n`.
-            let page = unsafe { ffi::vballoon_page_offset(head.as_ptr(), i) };
-            // SAFETY: Slot `len + i` is allocated and unused (room for `n` was checked); each
-            // page of the split block holds one reference, now this handle's, and a page of a
-            // valid block is never null.
-            unsafe {
-                slots.add(i).write(BalloonPage {
-                    page: NonNull::new_unchecked(page),
-                })
-            };
-        }
-        // SAFETY: The `n` slots after `len` were just initialised, and fit in the capacity.
-        unsafe { out.inc_len(n) };
-        true
+        let head = NonNull::new(unsafe { ffi::vballoon_balloon_block_alloc(order) })?;
+        Some(SplitBlock { head, next: 0, n })
     }
 
     /// The page's frame number in guest pages.
@@ -100,6 +76,44 @@ impl Drop for BalloonPage {
     fn drop(&mut self) {
         // SAFETY: We own one reference (type invariant) and give it up here.
         unsafe { ffi::vballoon_put_page(self.page.as_ptr()) };
+    }
+}
+
+/// The pages of a split block not handed out yet; dropping it frees them.
+///
+/// # Invariants
+///
+/// `head` heads a split block of `n` pages; each page at offset `next..n` holds one reference
+/// this value owns.
+pub(crate) struct SplitBlock {
+    head: NonNull<ffi::page>,
+    next: usize,
+    n: usize,
+}
+
+// SAFETY: Page references can be released from any thread.
+unsafe impl Send for SplitBlock {}
+
+impl Iterator for SplitBlock {
+    type Item = BalloonPage;
+
+    fn next(&mut self) -> Option<BalloonPage> {
+        if self.next >= self.n {
+            return None;
+        }
+        // SAFETY: `next < n`, so the page is within the block.
+        let page = unsafe { ffi::vballoon_page_offset(self.head.as_ptr(), self.next) };
+        self.next = self.next.saturating_add(1);
+        // A page of a valid block is never null; its reference moves to the handle.
+        NonNull::new(page).map(|page| BalloonPage { page })
+    }
+}
+
+impl Drop for SplitBlock {
+    fn drop(&mut self) {
+        for page in self.by_ref() {
+            drop(page);
+        }
     }
 }
 

@@ -58,5 +58,5 @@ pub(crate) use device::OfferedFeatures;
 pub(crate) use event::AckEvent;
 pub(crate) use id::{virtio_device_table, DeviceId, IdTable};
 pub(crate) use owned::{OwnedQueue, Returned};
-pub(crate) use queue::{Virtqueue, VqFactory};
+pub(crate) use queue::{Stream, Virtqueue, VqFactory};
 pub(crate) use segments::Segments;

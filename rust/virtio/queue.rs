@@ -173,6 +173,14 @@ pub(crate) struct Virtqueue {
     index: usize,
 }
 
+/// What [`Virtqueue::stream`] asks of its caller.
+pub(crate) enum Stream<'a, B> {
+    /// Fill buffer `.0` (not yet posted); `false`: nothing more to send.
+    Fill(usize, &'a mut B),
+    /// The device has used buffer `.0`.
+    Used(usize),
+}
+
 /// How a [`Virtqueue::transfer`] went.
 pub(crate) struct Transferred {
     /// Buffers the device was given (and has returned, unless `result` is an error).
@@ -211,18 +219,6 @@ impl Virtqueue {
         &self,
         bufs: &[KBox<B>],
         acked: &AckEvent,
-    ) -> Transferred {
-        self.transfer_with_progress(bufs, acked, |_| {})
-    }
-
-    /// [`Virtqueue::transfer`], calling `progress` with the number of buffers the device has
-    /// used so far each time it uses one (in process context, with this queue's slot lock held:
-    /// `progress` must not use this queue).
-    pub(crate) fn transfer_with_progress<B: DeviceReadable>(
-        &self,
-        bufs: &[KBox<B>],
-        acked: &AckEvent,
-        mut progress: impl FnMut(usize),
     ) -> Transferred {
         let Ok(slot) = self.slot() else {
             return Transferred {
@@ -268,8 +264,103 @@ impl Virtqueue {
         }
         // SAFETY: `vq` is live and ours.
         unsafe { ffi::virtqueue_kick(vq.as_ptr()) };
-        if let Err(e) = self.wait_used(vq, guard.name, posted, acked, &mut progress) {
+        if let Err(e) = self.wait_used(vq, guard.name, posted, acked, &mut |_| {}) {
             result = Err(e);
+        }
+        Transferred { posted, result }
+    }
+
+    /// Streams `bufs` to the device: for each buffer in turn, `on(Stream::Fill(i, buf))` fills
+    /// it (returning `false` ends the stream), and it is posted and the device notified at
+    /// once, so the device works on one buffer while the next is filled. Each time the device
+    /// has used a buffer, `on(Stream::Used(i))` is called (in any order, as the device returns
+    /// them; the return value is ignored), while later buffers are still being filled or used.
+    /// Returns once every posted buffer is used, with the same guarantees and errors as
+    /// [`Virtqueue::transfer`]; on an error, buffers never reported `Used` may or may not have
+    /// been seen by the device, which is reset (or never got them) and uses none of them.
+    ///
+    /// `on` runs in process context with this queue's slot lock held: it must not use this
+    /// queue. A filled buffer is never handed out again until the stream ends.
+    pub(crate) fn stream<B: DeviceReadable>(
+        &self,
+        bufs: &mut [KBox<B>],
+        acked: &AckEvent,
+        mut on: impl FnMut(Stream<'_, B>) -> bool,
+    ) -> Transferred {
+        let Ok(slot) = self.slot() else {
+            return Transferred {
+                posted: 0,
+                result: Err(ENODEV),
+            };
+        };
+        let guard = slot.lock();
+        let Some(vq) = guard.vq else {
+            return Transferred {
+                posted: 0,
+                result: Err(ENODEV),
+            };
+        };
+        // Each buffer's token is the address of its bytes (see `vballoon_add_outbuf`).
+        let index_of = |bufs: &[KBox<B>], token: usize| {
+            bufs.iter()
+                .position(|b| b.bytes().as_ptr() as usize == token)
+        };
+        let mut posted = 0usize;
+        let mut left = 0usize;
+        let mut result = Ok(());
+        while let Some(buf) = bufs.get_mut(posted) {
+            if !on(Stream::Fill(posted, &mut **buf)) {
+                break;
+            }
+            let bytes = buf.bytes();
+            if bytes.is_empty() {
+                break;
+            }
+            if !contains(&**buf, bytes) {
+                result = Err(EINVAL);
+                break;
+            }
+            let Ok(len) = u32::try_from(bytes.len()) else {
+                result = Err(EINVAL);
+                break;
+            };
+            // SAFETY: `vq` is live and ours (slot lock); `bytes` is kmalloc memory inside the
+            // mutably borrowed `KBox`, which is never handed out again nor written until the
+            // device has used it (below) or been reset.
+            let r = to_result(unsafe {
+                ffi::vballoon_add_outbuf(vq.as_ptr(), bytes.as_ptr().cast_mut().cast(), len)
+            });
+            if let Err(e) = r {
+                result = Err(e);
+                break;
+            }
+            posted = posted.saturating_add(1);
+            left = left.saturating_add(1);
+            // SAFETY: `vq` is live and ours.
+            unsafe { ffi::virtqueue_kick(vq.as_ptr()) };
+            // Take back what the device has finished meanwhile, without waiting.
+            loop {
+                let mut used_len = 0u32;
+                // SAFETY: `vq` is live and ours.
+                let token = unsafe { ffi::virtqueue_get_buf(vq.as_ptr(), &mut used_len) };
+                if token.is_null() {
+                    break;
+                }
+                left = left.saturating_sub(1);
+                if let Some(i) = index_of(bufs, token as usize) {
+                    on(Stream::Used(i));
+                }
+            }
+        }
+        if left > 0 {
+            let mut used = |token: usize| {
+                if let Some(i) = index_of(bufs, token) {
+                    on(Stream::Used(i));
+                }
+            };
+            if let Err(e) = self.wait_used(vq, guard.name, left, acked, &mut used) {
+                result = Err(e);
+            }
         }
         Transferred { posted, result }
     }
@@ -302,9 +393,8 @@ impl Virtqueue {
         name: &'static CStr,
         mut left: usize,
         acked: &AckEvent,
-        progress: &mut dyn FnMut(usize),
+        on_used: &mut dyn FnMut(usize),
     ) -> Result {
-        let posted = left;
         let start = crate::kext::monotonic_ms();
         let elapsed = || crate::kext::monotonic_ms().saturating_sub(start);
         let limit = u64::from(acked.limit_ms());
@@ -318,7 +408,7 @@ impl Virtqueue {
             let token = unsafe { ffi::virtqueue_get_buf(vq.as_ptr(), &mut len) };
             if !token.is_null() {
                 left = left.saturating_sub(1);
-                progress(posted.saturating_sub(left));
+                on_used(token as usize);
                 if left == 0 {
                     break Ok(());
                 }
