@@ -26,6 +26,9 @@ pub struct Fig {
 pub const HP_BEFORE: &str = "hp_before";
 pub const HP_AFTER: &str = "hp_after";
 pub const HP_KEPT: &str = "hp_kept";
+pub const FRAG_BEFORE: &str = "frag_before";
+pub const FRAG_AFTER: &str = "frag_after";
+pub const FRAG_KEPT: &str = "frag_kept";
 pub const REACT_1G: &str = "react_1g";
 pub const TO_1G: &str = "to_1g";
 pub const INFLATE: &str = "inflate";
@@ -55,7 +58,7 @@ const fn qemu(f: Fig) -> Fig {
     }
 }
 
-pub const FIGS: [Fig; 14] = [
+pub const FIGS: [Fig; 17] = [
     qemu(fig(
         HP_BEFORE,
         "HP: QEMU AnonHugePages before the 2 GiB inflate",
@@ -71,6 +74,24 @@ pub const FIGS: [Fig; 14] = [
     qemu(fig(
         HP_KEPT,
         "HP: huge pages kept (after / the 2 GiB not ballooned)",
+        "%",
+        Better::Higher,
+    )),
+    qemu(fig(
+        FRAG_BEFORE,
+        "HP-FRAG: QEMU AnonHugePages before the 2 GiB inflate, fragmented guest",
+        "KiB",
+        Better::Neither,
+    )),
+    qemu(fig(
+        FRAG_AFTER,
+        "HP-FRAG: QEMU AnonHugePages after it",
+        "KiB",
+        Better::Neither,
+    )),
+    qemu(fig(
+        FRAG_KEPT,
+        "HP-FRAG: huge pages kept (after / the 2 GiB not ballooned)",
         "%",
         Better::Higher,
     )),

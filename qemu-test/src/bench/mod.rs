@@ -94,7 +94,11 @@ fn brief(b: &Boot) -> String {
         show(figures::DEFLATE, "GiB/s"),
         show(figures::REACT_HOLD, "ms"),
         if b.host == HostKind::Qemu {
-            format!(", huge pages kept {}", show(figures::HP_KEPT, "%"))
+            format!(
+                ", huge pages kept {} (fragmented {})",
+                show(figures::HP_KEPT, "%"),
+                show(figures::FRAG_KEPT, "%")
+            )
         } else {
             String::new()
         },

@@ -47,6 +47,11 @@ impl Boot {
 }
 
 const HP: [&str; 3] = [HP_BEFORE, HP_AFTER, HP_KEPT];
+const HP_FRAG: [&str; 3] = [FRAG_BEFORE, FRAG_AFTER, FRAG_KEPT];
+/// HP-FRAG: a process touches this much, gives one page in `FRAG_EVERY` back, and holds the
+/// rest, so part of the guest's free memory is scattered single pages, as after long uptime.
+const FRAG_MIB: u64 = 2048;
+const FRAG_EVERY: u64 = 2;
 const ONE_GIB: [&str; 2] = [REACT_1G, TO_1G];
 const THREE_GIB: [&str; 7] = [
     INFLATE,
@@ -165,6 +170,7 @@ impl<'r> Run<'r> {
         let mut steps: Vec<(&[&'static str], Step<'r>)> = Vec::new();
         if self.b.host == HostKind::Qemu {
             steps.push((&HP, Self::huge_pages));
+            steps.push((&HP_FRAG, Self::huge_pages_fragmented));
         }
         steps.push((&ONE_GIB, Self::one_gib));
         steps.push((&THREE_GIB, Self::three_gib));
@@ -205,6 +211,51 @@ impl<'r> Run<'r> {
         );
         self.op("hp-deflate", 0, Until::Reached)?;
         Ok(())
+    }
+
+    /// HP-FRAG: as HP, but first a process touches `FRAG_MIB`, gives one page in `FRAG_EVERY`
+    /// back and holds the rest while the balloon inflates to 2 GiB: the guest's free memory is
+    /// then partly whole 2 MiB blocks and partly single pages scattered through memory the
+    /// host backs with huge pages. A balloon that takes the scattered pages splits those.
+    fn huge_pages_fragmented(&mut self) -> Result<()> {
+        let vm = &mut self.t.vm;
+        let (rc, out) = vm.sh_rc(&format!("hog {HP_TOUCH_MIB}"), Duration::from_secs(900))?;
+        ensure!(rc == 0, "hog {HP_TOUCH_MIB} exited {rc}: {out}");
+        let pid = vm.sh(&format!(
+            "rm -f /tmp/hog.held; hog {FRAG_MIB} 3600 {FRAG_EVERY} >/dev/null 2>&1 & echo $!"
+        ))?;
+        let pid: u32 = pid.trim().parse().map_err(|e| anyhow!("hog pid: {e}"))?;
+        let t0 = Instant::now();
+        while vm
+            .sh_rc("test -e /tmp/hog.held", Duration::from_secs(60))?
+            .0
+            != 0
+        {
+            ensure!(
+                t0.elapsed() < Duration::from_secs(600),
+                "the fragmenting hog did not hold its memory in 600 s"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        let result = (|| {
+            let before = self.t.anon_huge_kib()?;
+            self.op("frag-inflate", 2 * GIB, Until::Reached)?;
+            let after = self.t.anon_huge_kib()?;
+            self.b.set(FRAG_BEFORE, before as f64);
+            self.b.set(FRAG_AFTER, after as f64);
+            self.b.set(
+                FRAG_KEPT,
+                after as f64 / ((GUEST_MIB * MIB - 2 * GIB) / 1024) as f64,
+            );
+            Ok(())
+        })();
+        self.t.vm.sh_rc(
+            &format!("kill {pid} 2>/dev/null; wait {pid}; rm -f /tmp/hog.held"),
+            Duration::from_secs(120),
+        )?;
+        self.op("frag-deflate", 0, Until::Reached)?;
+        result
     }
 
     /// 1G: from an empty balloon to 1 GiB.
