@@ -192,6 +192,12 @@ unsigned long vballoon_dequeue_pages(struct balloon_dev_info *info, struct page 
 	return got;
 }
 
+/* Drops the one reference each of @pages holds, in batches (one pcp lock round trip per batch). */
+void vballoon_release_pages(struct page **pages, int nr)
+{
+	release_pages(pages, nr);
+}
+
 unsigned int vballoon_max_page_order(void)
 {
 	return MAX_PAGE_ORDER;

@@ -44,6 +44,7 @@ unsigned long vballoon_enqueue_pages(struct balloon_dev_info *info, struct page 
 unsigned long vballoon_dequeue_pages(struct balloon_dev_info *info, struct page **out,
 				     unsigned long n);
 unsigned int vballoon_max_page_order(void);
+void vballoon_release_pages(struct page **pages, int nr);
 u64 vballoon_sg_bytes(struct scatterlist *sg, unsigned int nents);
 int vballoon_add_inbuf_sg(struct virtqueue *vq, struct scatterlist *sg, unsigned int nents);
 int vballoon_add_inbuf_token(struct virtqueue *vq, struct scatterlist *sg, unsigned int nents,

@@ -101,6 +101,18 @@ pub fn build_initramfs(paths: &Paths) -> Result<PathBuf> {
     if !status.success() {
         bail!("cpio failed");
     }
+    // QEMU's microvm loads the initrd to end just below the top of RAM, rounding its start
+    // down to a page, without leaving room for the ACPI tables it keeps in RAM's last 1 KiB:
+    // unless the initrd's size ends in the first ~3 KiB of a page, it overwrites them and the
+    // guest hangs in ACPI setup. Zero padding to a whole page (which the kernel's initramfs
+    // unpacker skips) leaves the tables alone whatever the drivers' sizes.
+    let len = std::fs::metadata(&out)?.len();
+    let pad = (4096 - len % 4096) % 4096;
+    if pad > 0 {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&out)?;
+        f.write_all(&vec![0u8; pad as usize])?;
+    }
     Ok(out)
 }
 

@@ -341,7 +341,7 @@ impl VBalloon {
                 // Told and acked: the pages are the guest's again.
                 if let Some(pages) = leaving.get_mut(i) {
                     let got = pages.len();
-                    pages.clear();
+                    mm::free_all(pages);
                     freed = freed.saturating_add(got);
                     *held = held.saturating_sub(got as u64);
                     self.write_actual(*held);

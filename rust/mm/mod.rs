@@ -33,6 +33,6 @@ pub(crate) use meminfo::{
     freed_pages, hint_block_order, mem_available_pages, stats_sample, totalram_pages,
 };
 pub(crate) use oom::{OomHandler, OomNotifier};
-pub(crate) use page::{max_page_order, page_shift, BalloonPage, PageRef};
+pub(crate) use page::{free_all, max_page_order, page_shift, BalloonPage, PageRef};
 pub(crate) use reporting::{PageReporting, Reporter};
 pub(crate) use shrinker::{Shrink, Shrinker};

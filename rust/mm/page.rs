@@ -4,6 +4,7 @@
 
 use crate::ffi;
 use core::{marker::PhantomData, ptr::NonNull};
+use kernel::prelude::*;
 
 /// The guest's page shift (`PAGE_SHIFT`).
 pub(crate) fn page_shift() -> u32 {
@@ -76,6 +77,25 @@ impl Drop for BalloonPage {
     fn drop(&mut self) {
         // SAFETY: We own one reference (type invariant) and give it up here.
         unsafe { ffi::vballoon_put_page(self.page.as_ptr()) };
+    }
+}
+
+/// Frees every page of `pages` with batched calls into the page allocator (instead of one
+/// `put_page` each); `pages` is empty afterwards.
+pub(crate) fn free_all(pages: &mut KVec<BalloonPage>) {
+    // `release_pages` takes an `int` count: at most `i32::MAX` pages per call.
+    for chunk in pages.chunks_mut(1 << 20) {
+        // SAFETY: `BalloonPage` is a transparent `struct page *`; each holds one reference,
+        // which `release_pages` drops; the handles are forgotten below without dropping again.
+        unsafe {
+            ffi::vballoon_release_pages(
+                chunk.as_mut_ptr().cast::<*mut ffi::page>(),
+                chunk.len() as i32,
+            )
+        };
+    }
+    for page in pages.drain_all() {
+        let _ = page.into_raw();
     }
 }
 
