@@ -130,9 +130,10 @@ int main(int argc, char **argv)
 {
 	long mib = argc > 1 ? atol(argv[1]) : 0;
 	long secs = argc > 2 ? atol(argv[2]) : 0;
-	/* With a third argument N: after touching, give one page in N back to the kernel, so the
-	 * guest's free memory is scattered single pages (a fragmented guest). */
-	long free_every = argc > 3 ? atol(argv[3]) : 0;
+	/* With a third argument K: after touching, give every other K KiB back to the kernel
+	 * (munmap: the guest kernel has no madvise), so part of the guest's free memory is small
+	 * pieces scattered through memory that is still in use (a fragmented guest). */
+	long gap = argc > 3 ? atol(argv[3]) * 1024 : 0;
 	char **chunks = calloc(mib > 0 ? mib : 1, sizeof(*chunks));
 	if (!chunks)
 		return 2;
@@ -143,11 +144,11 @@ int main(int argc, char **argv)
 		for (long i = 0; i < (1 << 20); i += 4096)
 			chunks[c][i] = 0x5a;
 	}
-	if (free_every > 1)
+	if (gap >= 4096 && gap <= (1 << 19) && !((1 << 20) % (2 * gap)))
 		for (long c = 0; c < mib; c++)
-			for (long i = 0; i < (1 << 20); i += 4096)
-				if (((c << 8) + (i >> 12)) % free_every == 0)
-					madvise(chunks[c] + i, 4096, MADV_DONTNEED);
+			for (long i = gap; i < (1 << 20); i += 2 * gap)
+				if (munmap(chunks[c] + i, gap))
+					return 3;
 	if (secs > 0) {
 		close(open("/tmp/hog.held", O_CREAT | O_WRONLY, 0644));
 		sleep(secs);

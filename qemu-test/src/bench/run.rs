@@ -48,10 +48,11 @@ impl Boot {
 
 const HP: [&str; 3] = [HP_BEFORE, HP_AFTER, HP_KEPT];
 const HP_FRAG: [&str; 3] = [FRAG_BEFORE, FRAG_AFTER, FRAG_KEPT];
-/// HP-FRAG: a process touches this much, gives one page in `FRAG_EVERY` back, and holds the
-/// rest, so part of the guest's free memory is scattered single pages, as after long uptime.
+/// HP-FRAG: a process touches this much, gives every other `FRAG_GAP_KIB` back, and holds
+/// the rest, so part of the guest's free memory is small pieces scattered through memory still
+/// in use, as after long uptime.
 const FRAG_MIB: u64 = 2048;
-const FRAG_EVERY: u64 = 2;
+const FRAG_GAP_KIB: u64 = 64;
 const ONE_GIB: [&str; 2] = [REACT_1G, TO_1G];
 const THREE_GIB: [&str; 7] = [
     INFLATE,
@@ -213,16 +214,16 @@ impl<'r> Run<'r> {
         Ok(())
     }
 
-    /// HP-FRAG: as HP, but first a process touches `FRAG_MIB`, gives one page in `FRAG_EVERY`
-    /// back and holds the rest while the balloon inflates to 2 GiB: the guest's free memory is
-    /// then partly whole 2 MiB blocks and partly single pages scattered through memory the
-    /// host backs with huge pages. A balloon that takes the scattered pages splits those.
+    /// HP-FRAG: as HP, but first a process touches `FRAG_MIB`, gives every other
+    /// `FRAG_GAP_KIB` back and holds the rest while the balloon inflates to 2 GiB: the guest's
+    /// free memory is then partly whole 2 MiB blocks and partly small pieces scattered through
+    /// memory the host backs with huge pages. A balloon that takes those splits the huge pages.
     fn huge_pages_fragmented(&mut self) -> Result<()> {
         let vm = &mut self.t.vm;
         let (rc, out) = vm.sh_rc(&format!("hog {HP_TOUCH_MIB}"), Duration::from_secs(900))?;
         ensure!(rc == 0, "hog {HP_TOUCH_MIB} exited {rc}: {out}");
         let pid = vm.sh(&format!(
-            "rm -f /tmp/hog.held; hog {FRAG_MIB} 3600 {FRAG_EVERY} >/dev/null 2>&1 & echo $!"
+            "rm -f /tmp/hog.held; hog {FRAG_MIB} 3600 {FRAG_GAP_KIB} >/dev/null 2>&1 & echo $!"
         ))?;
         let pid: u32 = pid.trim().parse().map_err(|e| anyhow!("hog pid: {e}"))?;
         let t0 = Instant::now();
@@ -238,6 +239,11 @@ impl<'r> Run<'r> {
             std::thread::sleep(Duration::from_millis(200));
         }
         std::thread::sleep(Duration::from_secs(2));
+        let avail = self.t.vm.meminfo_kb("MemAvailable")?;
+        println!(
+            "    HP-FRAG: MemAvailable {} MiB with the fragmenting hog held",
+            avail / 1024
+        );
         let result = (|| {
             let before = self.t.anon_huge_kib()?;
             self.op("frag-inflate", 2 * GIB, Until::Reached)?;
