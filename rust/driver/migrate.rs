@@ -25,12 +25,12 @@ impl Migrate for VBalloon {
         batch.clear();
         batch.push_page(new.pfn()).map_err(|_| EAGAIN)?;
         q.inflate
-            .transfer(core::slice::from_ref(batch), &self.acked)
+            .transfer(core::slice::from_mut(batch), &self.acked)
             .result?;
         batch.clear();
         batch.push_page(old.pfn()).map_err(|_| EAGAIN)?;
         q.deflate
-            .transfer(core::slice::from_ref(batch), &self.acked)
+            .transfer(core::slice::from_mut(batch), &self.acked)
             .result?;
         Ok(())
     }

@@ -205,9 +205,9 @@ impl Virtqueue {
         Ok(unsafe { ffi::virtqueue_get_vring_size(vq.as_ptr()) } as usize)
     }
 
-    /// Posts every non-empty buffer of `bufs` as device-readable, notifies the device once, and
-    /// waits until the device has used every posted buffer. The borrow keeps the buffers alive
-    /// and unchanged until then.
+    /// Posts the buffers of `bufs` as device-readable, up to the first empty one, notifying the
+    /// device as each goes out, and waits until the device has used every posted buffer. The
+    /// borrow keeps the buffers alive and unchanged until then.
     ///
     /// Buffers come only from `KBox` (kmalloc: the linear map the device's DMA needs), and the
     /// bytes a buffer names must lie inside it (`EINVAL` otherwise). Posting stops at the first
@@ -217,57 +217,11 @@ impl Virtqueue {
     /// the device is past its limit, it is broken and reset before this returns `ETIMEDOUT`.
     pub(crate) fn transfer<B: DeviceReadable>(
         &self,
-        bufs: &[KBox<B>],
+        bufs: &mut [KBox<B>],
         acked: &AckEvent,
     ) -> Transferred {
-        let Ok(slot) = self.slot() else {
-            return Transferred {
-                posted: 0,
-                result: Err(ENODEV),
-            };
-        };
-        let guard = slot.lock();
-        let Some(vq) = guard.vq else {
-            return Transferred {
-                posted: 0,
-                result: Err(ENODEV),
-            };
-        };
-        let mut posted = 0usize;
-        let mut result = Ok(());
-        for buf in bufs {
-            let bytes = buf.bytes();
-            if bytes.is_empty() {
-                continue;
-            }
-            if !contains(&**buf, bytes) {
-                result = Err(EINVAL);
-                break;
-            }
-            let Ok(len) = u32::try_from(bytes.len()) else {
-                result = Err(EINVAL);
-                break;
-            };
-            // SAFETY: `vq` is live and ours (slot lock); `bytes` is kmalloc memory inside the
-            // borrowed `KBox`, which stays alive and unwritten until the device returns it below.
-            let r = to_result(unsafe {
-                ffi::vballoon_add_outbuf(vq.as_ptr(), bytes.as_ptr().cast_mut().cast(), len)
-            });
-            if let Err(e) = r {
-                result = Err(e);
-                break;
-            }
-            posted = posted.saturating_add(1);
-        }
-        if posted == 0 {
-            return Transferred { posted, result };
-        }
-        // SAFETY: `vq` is live and ours.
-        unsafe { ffi::virtqueue_kick(vq.as_ptr()) };
-        if let Err(e) = self.wait_used(vq, guard.name, posted, acked, &mut |_| {}) {
-            result = Err(e);
-        }
-        Transferred { posted, result }
+        // Every buffer as it is; a stream ends at the first empty one.
+        self.stream(bufs, acked, |_| true)
     }
 
     /// Streams `bufs` to the device: for each buffer in turn, `on(Stream::Fill(i, buf))` fills
