@@ -1,7 +1,7 @@
 //! A test guest: busybox initramfs, QEMU process, QMP client and a shell on the second serial
 //! port. The kernel log goes to the first serial port, captured to a file.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use qapi::{qmp, Qmp};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -540,6 +540,33 @@ impl Vm {
         tids.sort_unstable();
         tids.dedup();
         Ok(tids)
+    }
+
+    /// Starts `hog MIB 3600 [ARGS]` in the background and waits (up to 600 s) until it holds its
+    /// memory (`/tmp/hog.held`). Returns its pid; fails if it dies first.
+    pub fn hog_held(&mut self, mib: u64, args: &str) -> Result<u32> {
+        let pid = self.sh(&format!(
+            "rm -f /tmp/hog.held; hog {mib} 3600 {args} >/dev/null 2>&1 & echo $!"
+        ))?;
+        let pid: u32 = pid.trim().parse().context("hog pid")?;
+        let t = Instant::now();
+        while self
+            .sh_rc("test -e /tmp/hog.held", Duration::from_secs(60))?
+            .0
+            != 0
+        {
+            let (alive, _) = self.sh_rc(&format!("kill -0 {pid}"), Duration::from_secs(60))?;
+            ensure!(
+                alive == 0,
+                "the {mib} MiB hog died before it held its memory"
+            );
+            ensure!(
+                t.elapsed() < Duration::from_secs(600),
+                "the {mib} MiB hog did not finish touching its memory in 600 s"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(pid)
     }
 
     /// Asks the host side for a guest size of `bytes` (QMP `balloon`).

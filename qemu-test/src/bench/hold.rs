@@ -5,8 +5,8 @@ use super::figures::{HOLD_MIB, REACT_HOLD};
 use super::probe::Until;
 use super::run::Run;
 use crate::guest::{Vm, GIB, MIB};
-use anyhow::{anyhow, ensure, Context, Result};
-use std::time::{Duration, Instant};
+use anyhow::{anyhow, Result};
+use std::time::Duration;
 
 /// What the hog leaves the guest, besides what it holds.
 const HOLD_SPARE_MIB: u64 = 250;
@@ -21,27 +21,7 @@ impl Run<'_> {
         let ooms0 = oom_lines(vm)?;
         let avail = vm.meminfo_kb("MemAvailable")? / 1024;
         let hog = avail.saturating_sub(HOLD_SPARE_MIB);
-        let pid = vm.sh(&format!(
-            "rm -f /tmp/hog.held; hog {hog} 3600 >/dev/null 2>&1 & echo $!"
-        ))?;
-        let pid: u32 = pid.trim().parse().context("hog pid")?;
-        let t = Instant::now();
-        loop {
-            let (rc, _) = vm.sh_rc("test -e /tmp/hog.held", Duration::from_secs(60))?;
-            if rc == 0 {
-                break;
-            }
-            let (alive, _) = vm.sh_rc(&format!("kill -0 {pid}"), Duration::from_secs(60))?;
-            ensure!(
-                alive == 0,
-                "the {hog} MiB hog died before it held its memory"
-            );
-            ensure!(
-                t.elapsed() < Duration::from_secs(600),
-                "the {hog} MiB hog did not finish touching its memory in 600 s"
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        let pid = vm.hog_held(hog, "")?;
         self.op("hold", 3 * GIB, Until::For(Duration::from_secs(3)))?;
         let held = self.t.ballooned()?;
         self.b.set(HOLD_MIB, (held / MIB) as f64);

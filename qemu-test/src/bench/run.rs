@@ -195,22 +195,36 @@ impl<'r> Run<'r> {
     /// HP: touch most of the guest so QEMU's RAM is backed (by huge pages where THP can),
     /// inflate half the guest, and see how many huge pages the other half kept.
     fn huge_pages(&mut self) -> Result<()> {
+        self.touch_guest()?;
+        self.huge_pages_kept("hp-inflate", [HP_BEFORE, HP_AFTER, HP_KEPT])?;
+        self.op("hp-deflate", 0, Until::Reached)?;
+        Ok(())
+    }
+
+    /// Touches most of the guest and frees it, so QEMU's RAM is backed.
+    fn touch_guest(&mut self) -> Result<()> {
         let (rc, out) = self
             .t
             .vm
             .sh_rc(&format!("hog {HP_TOUCH_MIB}"), Duration::from_secs(900))?;
         ensure!(rc == 0, "hog {HP_TOUCH_MIB} exited {rc}: {out}");
+        Ok(())
+    }
+
+    /// QEMU's `AnonHugePages` before and after inflating half the guest, and the share of the
+    /// memory not ballooned still in huge pages (`keys`: before, after, kept). Leaves the
+    /// balloon at half the guest.
+    fn huge_pages_kept(&mut self, op: &'static str, keys: [&'static str; 3]) -> Result<()> {
         std::thread::sleep(Duration::from_secs(2));
         let before = self.t.anon_huge_kib()?;
-        self.op("hp-inflate", 2 * GIB, Until::Reached)?;
+        self.op(op, 2 * GIB, Until::Reached)?;
         let after = self.t.anon_huge_kib()?;
-        self.b.set(HP_BEFORE, before as f64);
-        self.b.set(HP_AFTER, after as f64);
+        self.b.set(keys[0], before as f64);
+        self.b.set(keys[1], after as f64);
         self.b.set(
-            HP_KEPT,
+            keys[2],
             after as f64 / ((GUEST_MIB * MIB - 2 * GIB) / 1024) as f64,
         );
-        self.op("hp-deflate", 0, Until::Reached)?;
         Ok(())
     }
 
@@ -219,43 +233,14 @@ impl<'r> Run<'r> {
     /// free memory is then partly whole 2 MiB blocks and partly small pieces scattered through
     /// memory the host backs with huge pages. A balloon that takes those splits the huge pages.
     fn huge_pages_fragmented(&mut self) -> Result<()> {
-        let vm = &mut self.t.vm;
-        let (rc, out) = vm.sh_rc(&format!("hog {HP_TOUCH_MIB}"), Duration::from_secs(900))?;
-        ensure!(rc == 0, "hog {HP_TOUCH_MIB} exited {rc}: {out}");
-        let pid = vm.sh(&format!(
-            "rm -f /tmp/hog.held; hog {FRAG_MIB} 3600 {FRAG_GAP_KIB} >/dev/null 2>&1 & echo $!"
-        ))?;
-        let pid: u32 = pid.trim().parse().map_err(|e| anyhow!("hog pid: {e}"))?;
-        let t0 = Instant::now();
-        while vm
-            .sh_rc("test -e /tmp/hog.held", Duration::from_secs(60))?
-            .0
-            != 0
-        {
-            ensure!(
-                t0.elapsed() < Duration::from_secs(600),
-                "the fragmenting hog did not hold its memory in 600 s"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        std::thread::sleep(Duration::from_secs(2));
+        self.touch_guest()?;
+        let pid = self.t.vm.hog_held(FRAG_MIB, &FRAG_GAP_KIB.to_string())?;
         let avail = self.t.vm.meminfo_kb("MemAvailable")?;
         println!(
             "    HP-FRAG: MemAvailable {} MiB with the fragmenting hog held",
             avail / 1024
         );
-        let result = (|| {
-            let before = self.t.anon_huge_kib()?;
-            self.op("frag-inflate", 2 * GIB, Until::Reached)?;
-            let after = self.t.anon_huge_kib()?;
-            self.b.set(FRAG_BEFORE, before as f64);
-            self.b.set(FRAG_AFTER, after as f64);
-            self.b.set(
-                FRAG_KEPT,
-                after as f64 / ((GUEST_MIB * MIB - 2 * GIB) / 1024) as f64,
-            );
-            Ok(())
-        })();
+        let result = self.huge_pages_kept("frag-inflate", [FRAG_BEFORE, FRAG_AFTER, FRAG_KEPT]);
         self.t.vm.sh_rc(
             &format!("kill {pid} 2>/dev/null; wait {pid}; rm -f /tmp/hog.held"),
             Duration::from_secs(120),
