@@ -14,7 +14,11 @@
 #include <linux/pm_wakeup.h>
 #include <linux/shrinker.h>
 #include <linux/gfp.h>
+#include <linux/module.h>
 #include "helpers.h"
+
+/* The one version string: VERSION at the top of the tree (Kbuild passes it in). */
+MODULE_VERSION(VBALLOON_VERSION);
 
 int vballoon_cread_le32(struct virtio_device *vdev, unsigned int offset, u32 *val)
 {

@@ -18,7 +18,7 @@ done
 out=$VB_ROOT/build/module-$(basename "$kdir")
 mkdir -p "$out"
 mkdir -p "$out/rust"
-cp -p "$VB_ROOT/Kbuild" "$out/"
+cp -p "$VB_ROOT/Kbuild" "$VB_ROOT/VERSION" "$out/"
 cp -rp "$VB_ROOT/rust/." "$out/rust/"
 echo "[module] building vballoon.ko against $kdir" >&2
 make -C "$kdir" M="$out" "${KMAKE_VARS[@]}" "${extra[@]}" W=1 modules >&2
