@@ -4,7 +4,7 @@ ifneq ($(KERNELRELEASE),)
 include $(src)/Kbuild
 else
 
-.PHONY: all setup kernel kernel-debug module test test-debug demo bench stress clean clippy
+.PHONY: all setup kernel kernel-debug module install uninstall test test-debug demo bench stress clean clippy
 
 all: module
 
@@ -20,6 +20,15 @@ kernel-debug: setup
 # KDIR= overrides the kernel build tree (any CONFIG_RUST build made with the same rustc).
 module: setup
 	bash scripts/module.sh $(if $(KDIR),--kdir $(KDIR))
+
+# Install for the kernel tree KDIR (default: the running kernel's /lib/modules/$(uname -r)/build):
+# lib/modules/<release>/extra/vballoon.ko, etc/modprobe.d/vballoon.conf, depmod; under DESTDIR= if
+# set. Builds the module first. uninstall removes exactly that (scripts/install.sh).
+install:
+	bash scripts/install.sh $(if $(KDIR),--kdir $(KDIR)) $(if $(DESTDIR),--destdir $(DESTDIR))
+
+uninstall:
+	bash scripts/install.sh --uninstall $(if $(KDIR),--kdir $(KDIR)) $(if $(DESTDIR),--destdir $(DESTDIR))
 
 test:
 	bash scripts/test.sh all
