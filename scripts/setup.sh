@@ -14,7 +14,19 @@ BASE_PKGS=(rustc-web rust-web-src clang-19 lld-19 llvm-19 libclang-19-dev flex b
            ninja-build libglib2.0-dev libpixman-1-dev python3-venv python3-pip pkg-config
            libfdt-dev dpkg-dev
            # the memory-pressure scenario's ext4 disk image (mkfs.ext4 -d)
-           e2fsprogs)
+           e2fsprogs
+           # dkms.conf's test (scripts/package-test.sh); --no-install-recommends (below) keeps it
+           # from pulling in a Debian kernel's headers
+           dkms)
+# Without a cargo on PATH (no rustup; env.sh has added ~/.cargo/bin if it exists), Debian's
+# cargo-web builds the host crates and bindgen-cli: the same 1.96 as rustc-web, from
+# bookworm-security (it Provides cargo). rustfmt-web gives rustfmt and cargo fmt for the lints;
+# rust-web-clippy (above) gives cargo clippy.
+if ! command -v cargo >/dev/null; then
+    BASE_PKGS+=(cargo-web rustfmt-web)
+elif ! command -v rustfmt >/dev/null; then
+    BASE_PKGS+=(rustfmt-web)
+fi
 BPO_PKGS=(qemu-system-x86)
 # libvirt 11 from backports for the virsh setmem/dommemstat test. Named per package (not
 # -t bookworm-backports), which would also upgrade systemd.
@@ -73,4 +85,5 @@ fi
 
 "$RUSTC" --version >/dev/null
 log "toolchain: $("$RUSTC" --version), $("$BINDGEN" --version), $(clang-19 --version | head -1)"
+log "host crates: $(command -v cargo) ($(cargo --version))"
 log "qemu: $(qemu-system-x86_64 --version | head -1)"
