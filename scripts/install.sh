@@ -44,12 +44,11 @@ release=$(<"$kdir/include/config/kernel.release")
 [ -n "$release" ] && [[ "$release" != */* ]] || die "bad kernel release '$release' in $kdir"
 
 if [ -n "$destdir" ]; then
-    if [ ! -d "$destdir" ]; then
-        ((!uninstall)) || { log "$destdir does not exist: nothing to uninstall"; exit 0; }
-        mkdir -p "$destdir"
-    fi
-    destdir=$(cd "$destdir" && pwd)
+    destdir=$(realpath -m "$destdir")
     [ "$destdir" != / ] || destdir=
+fi
+if ((uninstall)) && [ -n "$destdir" ] && [ ! -d "$destdir" ]; then
+    log "$destdir does not exist: nothing to uninstall"; exit 0
 fi
 moddir=$destdir/lib/modules/$release
 target=$moddir/extra/vballoon.ko
