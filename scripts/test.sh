@@ -41,6 +41,18 @@ if [ "$what" != debug ]; then
     if bash "$VB_ROOT/scripts/lint.sh"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 fi
 
+if [ "$what" != debug ]; then
+    # Builds the module against the test kernel (the boot tests' build below is then a no-op).
+    echo "[test] packaging (install.sh, make install, dkms)"
+    pout=$(mktemp)
+    bash "$VB_ROOT/scripts/package-test.sh" 2>&1 | tee "$pout"; rc=${PIPESTATUS[0]}
+    pp=$(grep -c '^PASS ' "$pout"); pf=$(grep -c '^FAIL ' "$pout"); ps=$(grep -c '^SKIP ' "$pout")
+    grep '^FAIL ' "$pout" >> "$failures"
+    rm -f "$pout"
+    passed=$((passed + pp)); failed=$((failed + pf)); skipped=$((skipped + ps))
+    [ "$rc" = 0 ] || [ "$pf" -gt 0 ] || { echo "[test] package tests failed (exit $rc)"; failed=$((failed + 1)); }
+fi
+
 cargo build -q --release -p qemu-test -p vhost-balloon || fail_step "harness build failed"
 # The hostile-host scenarios run on the project's own QEMU build (vhost-user-device-pci).
 vhost_qemu=$(bash "$VB_ROOT/scripts/qemu.sh" | tail -1) || fail_step "vhost-user QEMU build failed"
