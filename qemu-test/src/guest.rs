@@ -19,6 +19,33 @@ pub struct Paths {
     pub vballoon: PathBuf,
     pub c_driver: PathBuf,
     pub work: PathBuf,
+    /// The kernel build tree (`--kdir`): its `include/config/kernel.release` names the guest's
+    /// /lib/modules/<release>.
+    pub kdir: PathBuf,
+    /// The project's tree: `scripts/install.sh` and `VERSION`.
+    pub root: PathBuf,
+}
+
+impl Paths {
+    /// The kernel release of the build tree (`include/config/kernel.release`).
+    pub fn kernel_release(&self) -> Result<String> {
+        let f = self.kdir.join("include/config/kernel.release");
+        let rel = std::fs::read_to_string(&f).with_context(|| format!("{}", f.display()))?;
+        Ok(rel.trim().to_string())
+    }
+
+    /// The guest's /lib/modules/<release> inside the initramfs tree (see [`build_initramfs`]).
+    pub fn guest_modules(&self) -> Result<PathBuf> {
+        Ok(self
+            .work
+            .join("initramfs/lib/modules")
+            .join(self.kernel_release()?))
+    }
+
+    /// The installer's output while [`build_initramfs`] ran it.
+    pub fn install_log(&self) -> PathBuf {
+        self.work.join("install.log")
+    }
 }
 
 /// Which accelerator QEMU runs with: KVM only where it is real hardware virtualization.
@@ -55,6 +82,12 @@ vbparams=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^vbparams=//p' | tr ',' ' ')
 case " $(cat /proc/cmdline) " in
   *" vbload=vballoon "*) insmod /vballoon.ko $vbparams ;;
   *" vbload=c "*) insmod /virtio_balloon.ko ;;
+  *" vbload=autoload "*)
+    # What udev or mdev do at coldplug: modprobe every device's modalias (modules.alias and
+    # the blacklist in /etc/modprobe.d decide which module). Nobody runs insmod.
+    for f in /sys/bus/*/devices/*/modalias; do
+      read -r a < "$f"; modprobe -q "$a"; echo "$? $a" >> /tmp/coldplug
+    done ;;
 esac
 stty -F /dev/ttyS1 raw -echo
 exec </dev/ttyS1 >/dev/ttyS1 2>&1
@@ -89,6 +122,13 @@ pub fn build_initramfs(paths: &Paths) -> Result<PathBuf> {
     build_hog(&paths.work, &root.join("bin/hog"))?;
     std::fs::copy(&paths.vballoon, root.join("vballoon.ko")).context("vballoon.ko")?;
     std::fs::copy(&paths.c_driver, root.join("virtio_balloon.ko")).context("virtio_balloon.ko")?;
+    // /lib/modules/<release> as an installed system has it (`vbload=autoload`). A failing
+    // installer fails only the scenario that needs it (reboot_reinflates reads the log), not
+    // every boot test.
+    if let Err(e) = install_modules(paths, &root) {
+        let _ = std::fs::write(paths.install_log(), format!("{e:#}\n"));
+        eprintln!("qemu-test: installing the modules into the initramfs: {e:#}");
+    }
     let out = paths.work.join("initramfs.cpio.gz");
     let status = Command::new("sh")
         .arg("-c")
@@ -114,6 +154,47 @@ pub fn build_initramfs(paths: &Paths) -> Result<PathBuf> {
         f.write_all(&vec![0u8; pad as usize])?;
     }
     Ok(out)
+}
+
+/// The guest's /lib/modules/<release>: the in-tree driver where the kernel's `modules_install`
+/// puts it (`kernel/drivers/virtio/virtio_balloon.ko`, carrying the same alias as vballoon), and
+/// vballoon installed by the project's installer (`scripts/install.sh --destdir`: `extra/`, a
+/// modprobe.d file blacklisting the in-tree driver, `depmod -b`). The installer's output goes to
+/// [`Paths::install_log`].
+fn install_modules(paths: &Paths, root: &Path) -> Result<()> {
+    let log = paths.install_log();
+    let _ = std::fs::remove_file(&log);
+    let intree = root
+        .join("lib/modules")
+        .join(paths.kernel_release()?)
+        .join("kernel/drivers/virtio");
+    std::fs::create_dir_all(&intree)?;
+    std::fs::copy(&paths.c_driver, intree.join("virtio_balloon.ko"))?;
+    let installer = paths.root.join("scripts/install.sh");
+    let out = Command::new("bash")
+        .arg(&installer)
+        .arg("--kdir")
+        .arg(&paths.kdir)
+        .arg("--destdir")
+        .arg(root)
+        .arg("--module")
+        .arg(&paths.vballoon)
+        .output()
+        .with_context(|| format!("bash {}", installer.display()))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&log, &text)?;
+    ensure!(
+        out.status.success(),
+        "{} failed ({}): {}",
+        installer.display(),
+        out.status,
+        text.trim()
+    );
+    Ok(())
 }
 
 /// A guest program that takes memory: `hog MIB [SECS]` maps MIB MiB of anonymous memory,

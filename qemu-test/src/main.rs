@@ -70,6 +70,8 @@ fn parse() -> Result<Args> {
         c_driver: kdir.join("drivers/virtio/virtio_balloon.ko"),
         vballoon: module.context("--module is required")?,
         work: work.unwrap_or_else(|| std::env::temp_dir().join("vballoon-qemu-test")),
+        kdir,
+        root: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."),
     };
     if !["test", "demo", "bench", "stress"].contains(&mode.as_str()) {
         bail!("usage: qemu-test test|demo|bench|stress --kdir KDIR --module vballoon.ko [--kernel IMG] [--only NAME] [--cycles N --loads N]");
