@@ -15,6 +15,10 @@
 #include <linux/shrinker.h>
 #include <linux/gfp.h>
 #include <linux/module.h>
+#include <linux/device.h>
+#include <linux/sysfs.h>
+#include <linux/slab.h>
+#include <linux/overflow.h>
 #include "helpers.h"
 
 /* The one version string: VERSION at the top of the tree (Kbuild passes it in). */
@@ -345,4 +349,79 @@ struct shrinker *vballoon_shrinker_register(void *private_data, const char *name
 struct workqueue_struct *vballoon_alloc_freezable_wq(const char *name)
 {
 	return alloc_workqueue("%s", WQ_FREEZABLE | WQ_CPU_INTENSIVE | WQ_PERCPU, 0, name);
+}
+
+/*
+ * Read-only sysfs attributes in a named group (a directory) under a device. The attribute
+ * structures are built at run time from the Rust side's list of names; reading one calls the
+ * Rust side directly (kernel CFI) with the group's `hook` and the attribute's index.
+ */
+struct vballoon_attr {
+	struct device_attribute da;
+	const void *hook;
+	unsigned int idx;
+};
+
+struct vballoon_attrs {
+	struct device *dev;
+	struct attribute_group grp;
+	struct attribute **ptrs;
+	unsigned int n;
+	struct vballoon_attr attrs[];
+};
+
+static ssize_t vballoon_attr_show(struct device *dev, struct device_attribute *da, char *buf)
+{
+	struct vballoon_attr *a = container_of(da, struct vballoon_attr, da);
+
+	return vballoon_rust_attr_show(a->hook, a->idx, buf, PAGE_SIZE);
+}
+
+int vballoon_attrs_add(struct virtio_device *vdev, const char *group, const char *const *names,
+		       unsigned int n, const void *hook, struct vballoon_attrs **out)
+{
+	struct vballoon_attrs *g;
+	unsigned int i;
+	int err;
+
+	g = kzalloc(struct_size(g, attrs, n), GFP_KERNEL);
+	if (!g)
+		return -ENOMEM;
+	g->ptrs = kcalloc(n + 1, sizeof(*g->ptrs), GFP_KERNEL);
+	if (!g->ptrs) {
+		kfree(g);
+		return -ENOMEM;
+	}
+	for (i = 0; i < n; i++) {
+		struct vballoon_attr *a = &g->attrs[i];
+
+		sysfs_attr_init(&a->da.attr);
+		a->da.attr.name = names[i];
+		a->da.attr.mode = 0444;
+		a->da.show = vballoon_attr_show;
+		a->hook = hook;
+		a->idx = i;
+		g->ptrs[i] = &a->da.attr;
+	}
+	g->n = n;
+	g->grp.name = group;
+	g->grp.attrs = g->ptrs;
+	err = sysfs_create_group(&vdev->dev.kobj, &g->grp);
+	if (err) {
+		kfree(g->ptrs);
+		kfree(g);
+		return err;
+	}
+	g->dev = get_device(&vdev->dev);
+	*out = g;
+	return 0;
+}
+
+void vballoon_attrs_remove(struct vballoon_attrs *g)
+{
+	/* Waits for running reads; none starts afterwards. */
+	sysfs_remove_group(&g->dev->kobj, &g->grp);
+	put_device(g->dev);
+	kfree(g->ptrs);
+	kfree(g);
 }

@@ -17,6 +17,7 @@ struct balloon_dev_info;
 struct delayed_work;
 struct scatterlist;
 struct notifier_block;
+struct device;
 struct page_reporting_dev_info;
 
 int vballoon_cread_le32(struct virtio_device *vdev, unsigned int offset, u32 *val);
@@ -65,6 +66,17 @@ void vballoon_set_wakeup_capable(struct virtio_device *vdev);
 void vballoon_stay_awake(struct virtio_device *vdev);
 void vballoon_relax(struct virtio_device *vdev);
 bool vballoon_page_poisoning_enabled(void);
+struct vballoon_attrs;
+int vballoon_attrs_add(struct virtio_device *vdev, const char *group, const char *const *names,
+		       unsigned int n, const void *hook, struct vballoon_attrs **out);
+void vballoon_attrs_remove(struct vballoon_attrs *g);
+/* Tracepoints (rust/trace.c, events in rust/vballoon_trace.h). */
+void vballoon_trace_step(const struct device *dev, bool inflate, unsigned long pages, u64 wait_ns,
+			 u64 held);
+void vballoon_trace_target(const struct device *dev, u32 num_pages, u64 target, u64 held);
+void vballoon_trace_floor(const struct device *dev, u64 held, u64 target, u64 available, u64 floor);
+void vballoon_trace_stats(const struct device *dev, u64 served);
+void vballoon_trace_oom(const struct device *dev, unsigned long pages, u64 held);
 
 #ifndef __BINDGEN__
 /* Defined in Rust (rust/mm/list.rs), called directly from vballoon_migratepage. */
@@ -78,6 +90,8 @@ unsigned long vballoon_rust_shrink_scan(void *private_data, unsigned long nr);
 /* Defined in Rust (rust/mm/reporting.rs). */
 int vballoon_rust_page_report(struct page_reporting_dev_info *info, struct scatterlist *sg,
 			      unsigned int nents);
+/* Defined in Rust (rust/virtio/attrs.rs): bytes written to buf. */
+long vballoon_rust_attr_show(const void *hook, unsigned int idx, char *buf, unsigned long len);
 #endif
 
 #endif /* VBALLOON_HELPERS_H */

@@ -3,6 +3,8 @@
 //! Small gaps of the 7.3 `kernel` crate that the driver needs, kept apart so they can go
 //! upstream (or away) on their own.
 
+pub(crate) mod trace;
+
 use crate::ffi;
 use core::ptr::NonNull;
 use kernel::{
@@ -74,4 +76,20 @@ pub(crate) fn monotonic_ms() -> u64 {
     // SAFETY: `ktime_get` has no preconditions and may be called in any context.
     let ns = unsafe { kernel::bindings::ktime_get() };
     u64::try_from(ns).unwrap_or(0) / 1_000_000
+}
+
+/// Nanoseconds on the monotonic clock.
+pub(crate) fn monotonic_ns() -> u64 {
+    // SAFETY: `ktime_get` has no preconditions and may be called in any context.
+    let ns = unsafe { kernel::bindings::ktime_get() };
+    u64::try_from(ns).unwrap_or(0)
+}
+
+/// Milliseconds since boot, counting suspend (the clock of `/proc/uptime`), for time stamps
+/// an operator compares with the guest's uptime.
+pub(crate) fn boottime_ms() -> u64 {
+    // SAFETY: `ktime_get_boot_fast_ns` has no preconditions and may be called in any context
+    // (hard IRQ included).
+    let ns = unsafe { kernel::bindings::ktime_get_boot_fast_ns() };
+    ns / 1_000_000
 }

@@ -613,3 +613,170 @@ mod stats {
         assert!(b.wire().is_empty());
     }
 }
+
+mod counters {
+    use crate::balloon::counters::*;
+
+    const PAGE: u64 = 4096;
+    const MIB_PAGES: u64 = 256;
+
+    fn live() -> Live {
+        Live {
+            page_bytes: PAGE,
+            host_overdue: false,
+            host_timeouts: 0,
+            now_ms: 10_000,
+            floor_mib: 64,
+            block_kib: 2048,
+            host_timeout_ms: 5000,
+        }
+    }
+
+    fn attr(s: &Snapshot, a: Attr) -> String {
+        let mut out = String::new();
+        s.attribute(a, &mut out).unwrap();
+        out
+    }
+
+    fn explain(s: &Snapshot) -> String {
+        let mut out = String::new();
+        s.explain(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn steps_add_up_and_held_follows() {
+        let c = Counters::new();
+        c.set_target(1024 * 256, 1024 * MIB_PAGES);
+        c.set_phase(Phase::Moving, 0);
+        for _ in 0..4 {
+            c.inflated(2048);
+        }
+        c.set_held(8192);
+        let s = c.snapshot(live());
+        assert_eq!(s.inflated_pages, 8192);
+        assert_eq!(s.inflate_steps, 4);
+        assert_eq!(attr(&s, Attr::ActualMib), "32\n");
+        assert_eq!(attr(&s, Attr::TargetMib), "1024\n");
+        assert_eq!(s.why(), Why::Inflating);
+        c.deflated(8192);
+        c.set_held(0);
+        c.set_target(0, 0);
+        c.set_phase(Phase::AtTarget, 0);
+        let s = c.snapshot(live());
+        assert_eq!(attr(&s, Attr::DeflatedPages), "8192\n");
+        assert_eq!(attr(&s, Attr::HeldPages), "0\n");
+        assert_eq!(attr(&s, Attr::State), "at_target\n");
+    }
+
+    #[test]
+    fn why_prefers_the_host_then_the_hold_then_the_direction() {
+        let c = Counters::new();
+        assert_eq!(c.snapshot(live()).why(), Why::Starting);
+        c.set_target(512 * 256, 512 * MIB_PAGES);
+        c.set_held(100 * MIB_PAGES);
+        c.set_phase(Phase::Floor, 63 * MIB_PAGES);
+        let s = c.snapshot(live());
+        assert_eq!(s.why(), Why::Floor);
+        let text = explain(&s);
+        assert!(text.contains("holding at 100 MiB of the 512 MiB"), "{text}");
+        assert!(text.contains("MemAvailable 63 MiB"), "{text}");
+        assert!(text.contains("floor_mib=64"), "{text}");
+        // A host past its limit explains the hold better than the floor does.
+        let s = c.snapshot(Live {
+            host_overdue: true,
+            ..live()
+        });
+        assert_eq!(s.why(), Why::HostSlow);
+        assert!(explain(&s).contains("host_timeout_ms=5000"));
+        // A floor phase left over from before a deflate target is not a floor hold.
+        c.set_target(0, 0);
+        assert_eq!(c.snapshot(live()).why(), Why::Deflating);
+        c.set_phase(Phase::OutOfMemory, 0);
+        c.set_target(512 * 256, 512 * MIB_PAGES);
+        c.alloc_failed();
+        let s = c.snapshot(live());
+        assert_eq!(s.why(), Why::OutOfMemory);
+        assert!(explain(&s).contains("refused pages (1 times"));
+        c.error(-110);
+        c.set_phase(Phase::HostStopped, 0);
+        let s = c.snapshot(live());
+        assert_eq!(attr(&s, Attr::State), "host_stopped\n");
+        assert!(explain(&s).contains("ETIMEDOUT"));
+        assert_eq!(attr(&s, Attr::LastError), "-110\n");
+    }
+
+    #[test]
+    fn oom_hold_says_what_went_back() {
+        let c = Counters::new();
+        c.set_target(512 * 256, 512 * MIB_PAGES);
+        c.set_held(448 * MIB_PAGES);
+        c.oom_deflated(64 * MIB_PAGES);
+        c.set_phase(Phase::OomHold, 0);
+        let s = c.snapshot(live());
+        assert_eq!(s.why(), Why::OomHold);
+        assert!(explain(&s).contains("giving 64 MiB back on OOM"));
+        assert_eq!(
+            attr(&s, Attr::OomDeflatedPages),
+            format!("{}\n", 64 * MIB_PAGES)
+        );
+    }
+
+    #[test]
+    fn bytes_counters_show_as_pages_and_config_time_as_ago() {
+        let c = Counters::new();
+        c.reported(4 << 20);
+        c.hinted(2 << 20);
+        c.config_changed(9_000);
+        c.config_changed(9_500);
+        assert_eq!(c.stats_answered(), 1);
+        assert_eq!(c.stats_answered(), 2);
+        let s = c.snapshot(live());
+        assert_eq!(attr(&s, Attr::ReportedPages), "1024\n");
+        assert_eq!(attr(&s, Attr::HintedPages), "512\n");
+        assert_eq!(attr(&s, Attr::ConfigChanges), "2\n");
+        assert_eq!(attr(&s, Attr::LastConfigChangeMs), "9500\n");
+        assert_eq!(attr(&s, Attr::StatsRequests), "2\n");
+        let mut view = String::new();
+        s.view(&mut view).unwrap();
+        assert!(view.contains("last_config_change_ago_ms: 500\n"), "{view}");
+        assert!(view.starts_with("starting: "), "{view}");
+    }
+
+    #[test]
+    fn every_attribute_has_a_value_and_the_view_lists_them_all() {
+        let c = Counters::new();
+        c.set_phase(Phase::AtTarget, 0);
+        let s = c.snapshot(live());
+        let mut view = String::new();
+        s.view(&mut view).unwrap();
+        for a in Attr::ALL {
+            let v = attr(&s, a);
+            assert!(v.ends_with('\n') && v.len() > 1, "{a:?} shows {v:?}");
+            let n = a.label();
+            assert_eq!(a.c_name().to_str().unwrap(), n, "C name of {a:?}");
+            if a != Attr::State {
+                assert!(view.contains(&format!("\n{n}: ")), "view lacks {n}");
+            }
+        }
+        let mut names: Vec<_> = Attr::ALL.iter().map(|a| a.label()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), Attr::ALL.len(), "attribute names are unique");
+        // Parameters show as given.
+        assert_eq!(attr(&s, Attr::FloorMib), "64\n");
+        assert_eq!(attr(&s, Attr::BlockKib), "2048\n");
+        assert_eq!(attr(&s, Attr::HostTimeoutMs), "5000\n");
+    }
+
+    #[test]
+    fn a_zero_page_size_cannot_divide_by_zero() {
+        let c = Counters::new();
+        c.reported(4096);
+        let s = c.snapshot(Live {
+            page_bytes: 0,
+            ..live()
+        });
+        assert_eq!(attr(&s, Attr::ReportedPages), "0\n");
+    }
+}

@@ -8,6 +8,7 @@
 //! above 2^32, targets above guest RAM, empty batches.
 
 pub(crate) mod block;
+pub(crate) mod counters;
 pub(crate) mod features;
 pub(crate) mod hint;
 pub(crate) mod pfn;

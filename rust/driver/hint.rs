@@ -159,8 +159,7 @@ impl VBalloon {
             }
             fsleep(Delta::from_millis(1));
         }
-        self.hinted_bytes
-            .fetch_add(self.geometry.pages_to_bytes(pages), Ordering::Relaxed);
+        self.counters.hinted(self.geometry.pages_to_bytes(pages));
         dev_info!(
             self.dev.as_dev(),
             "free page hint: id {} hinted {} MiB ({})\n",

@@ -10,7 +10,8 @@
 //! - [`oom`]: deflate on OOM;
 //! - [`report`]: free page reporting;
 //! - [`hint`]: free page hinting;
-//! - [`pm`]: suspend and resume.
+//! - [`pm`]: suspend and resume;
+//! - [`observe`]: the counters in sysfs and debugfs.
 //!
 //! Work runs on the freezable system workqueue, never in the virtqueue callbacks, which only
 //! signal [`AckEvent`] or queue work.
@@ -25,6 +26,7 @@
 
 mod hint;
 mod migrate;
+mod observe;
 mod oom;
 mod pm;
 mod report;
@@ -34,6 +36,7 @@ mod stats;
 use crate::{
     balloon::{
         block,
+        counters::Counters,
         features::{
             Queue, QueueMap, ALL_QUEUES, F_DEFLATE_ON_OOM, F_FREE_PAGE_HINT, F_MUST_TELL_HOST,
             F_PAGE_POISON, F_REPORTING, F_STATS_VQ, F_VERSION_1,
@@ -55,7 +58,7 @@ use crate::{
         DeviceId, Le32, OfferedFeatures, OwnedQueue, QueueIndex, Virtqueue, VqFactory,
     },
 };
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::{
     c_str, new_mutex, new_spinlock, new_spinlock_irq,
     prelude::*,
@@ -160,10 +163,13 @@ pub(crate) struct VBalloon {
     /// A config change or stats request is being handled: the device's wakeup source is held
     /// (as the C driver does) so the system does not suspend half-way.
     awake: AtomicBool,
-    /// Bytes of free pages reported since bind.
-    reported_bytes: AtomicU64,
-    /// Bytes of free pages hinted since bind.
-    hinted_bytes: AtomicU64,
+    /// What the balloon has done since bind, for operators (see [`observe`]).
+    counters: Counters,
+    /// Module parameter `block_kib` as this binding took it.
+    block_kib: u32,
+    /// The sysfs and debugfs files, from the end of probe until remove.
+    #[pin]
+    observe: Mutex<Option<observe::Observe>>,
     /// Order of the hinted blocks (`MAX_PAGE_ORDER`).
     hint_order: u32,
     /// Set at teardown and suspend: no hint work runs or is queued.
@@ -347,8 +353,9 @@ impl virtio::Driver for VBalloon {
                 endian,
                 report_vq <- new_mutex!(report_vq, "vballoon::report_vq"),
                 awake: AtomicBool::new(false),
-                reported_bytes: AtomicU64::new(0),
-                hinted_bytes: AtomicU64::new(0),
+                counters: Counters::new(),
+                block_kib,
+                observe <- new_mutex!(None, "vballoon::observe"),
                 hint_order,
                 hint_stop: AtomicBool::new(false),
                 hint_cmd_changed: AtomicBool::new(false),
@@ -410,7 +417,10 @@ impl virtio::Driver for VBalloon {
         Ok(this)
     }
 
-    fn ready(this: ArcBorrow<'_, Self>) {
+    fn ready(dev: &Device<Core<'_>>, this: ArcBorrow<'_, Self>) {
+        // The counters' files hold the binding, so they are added only now that `remove`
+        // is sure to run (and only once: `ready` follows every resume too).
+        Self::start_observing(this, dev);
         // The first stats buffer goes out already filled with valid values.
         this.refresh_stats();
         // Reports go out only once the device is live.
@@ -422,6 +432,7 @@ impl virtio::Driver for VBalloon {
         // Any context: only queue the work, at once (a pending back-off does not delay it).
         // Config changes are off before remove runs.
         this.target_changed.store(true, Ordering::Release);
+        this.counters.config_changed(kext::boottime_ms());
         this.stay_awake();
         Self::hint_requested(this);
         Self::kick(this);
@@ -438,6 +449,8 @@ impl virtio::Driver for VBalloon {
     }
 
     fn remove(_dev: &Device<Core<'_>>, this: ArcBorrow<'_, Self>) {
+        // The files hold the binding: they go first.
+        this.stop_observing();
         // Every wait on the host ends within `host_timeout_ms` from here: one the host does
         // not answer resets the device (which then uses no buffer), so nothing below waits
         // for ever on a host that stopped answering.
@@ -462,8 +475,8 @@ impl virtio::Driver for VBalloon {
             this.dev.as_dev(),
             "unbound; answered {} stats requests, reported {} MiB and hinted {} MiB of free pages, gave back {} MiB on OOM\n",
             served,
-            this.reported_bytes.load(Ordering::Relaxed) / MIB,
-            this.hinted_bytes.load(Ordering::Relaxed) / MIB,
+            this.counters.reported_bytes() / MIB,
+            this.counters.hinted_bytes() / MIB,
             oom
         );
     }

@@ -4,7 +4,11 @@
 //! back (telling the host first) instead of letting the kernel kill a process.
 
 use super::{VBalloon, NUM_PAGES};
-use crate::{balloon::target, mm::OomHandler};
+use crate::{
+    balloon::{counters::Phase, target},
+    kext,
+    mm::OomHandler,
+};
 use kernel::{
     prelude::*,
     time::{delay::fsleep, Delta},
@@ -40,6 +44,9 @@ impl OomHandler for VBalloon {
             return 0;
         }
         st.oom_deflated = st.oom_deflated.saturating_add(got);
+        self.counters.oom_deflated(got);
+        self.counters.set_phase(Phase::OomHold, 0);
+        kext::trace::oom(self.dev.as_dev(), got, st.held);
         if st.oom_hold.is_none() {
             dev_info!(
                 self.dev.as_dev(),

@@ -6,7 +6,6 @@
 
 use super::VBalloon;
 use crate::{balloon::validate, mm::Reporter, virtio::Segments};
-use core::sync::atomic::Ordering;
 use kernel::prelude::*;
 
 impl Reporter for VBalloon {
@@ -14,8 +13,7 @@ impl Reporter for VBalloon {
         let guard = self.report_vq.lock();
         let (vq, _) = guard.as_ref().ok_or(ENODEV)?;
         vq.transfer_writable(pages, &self.acked)?;
-        self.reported_bytes
-            .fetch_add(pages.bytes(), Ordering::Relaxed);
+        self.counters.reported(pages.bytes());
         Ok(())
     }
 }

@@ -7,9 +7,11 @@ use super::{enqueue_resize, State, VBalloon, ACTUAL, MIB, NUM_PAGES};
 use crate::{
     balloon::{
         block,
+        counters::Phase,
         pfn::PfnBatch,
         target::{self, Headroom, Step},
     },
+    kext,
     mm::{self, BalloonPage},
     virtio::{DeviceReadable, Stream},
 };
@@ -85,6 +87,7 @@ impl VBalloon {
     }
 
     pub(super) fn write_actual(&self, held: u64) {
+        self.counters.set_held(held);
         // Fails only on a transport without config writes; the host then reads no `actual`.
         let _ = self
             .dev
@@ -103,11 +106,15 @@ impl VBalloon {
                     e,
                     self.held_mib(st.held)
                 );
+                self.counters.error(e.to_errno());
                 return None;
             }
         };
         let fresh = self.target_changed.swap(false, Ordering::AcqRel);
+        let host_target = target::target_pages(&self.geometry, num_pages);
+        self.counters.set_target(num_pages, host_target);
         if fresh {
+            kext::trace::target(self.dev.as_dev(), num_pages, host_target, st.held);
             // The host spoke: follow it again after an OOM deflate, and a hold at the floor
             // for the new target is a new episode (one log line each).
             st.oom_hold = None;
@@ -128,9 +135,19 @@ impl VBalloon {
         };
         let step = target::next_step_to(&self.geometry, target, st.held, headroom, max);
         match step {
-            Step::Inflate(_) | Step::Deflate(_) => {}
+            Step::Inflate(_) | Step::Deflate(_) => self.counters.set_phase(Phase::Moving, 0),
             Step::AtFloor => {
+                let available = self.geometry.bytes_to_pages(headroom.available_bytes);
+                self.counters.set_phase(Phase::Floor, available);
+                kext::trace::floor(
+                    self.dev.as_dev(),
+                    st.held,
+                    target,
+                    available,
+                    self.geometry.bytes_to_pages(self.floor_bytes),
+                );
                 if !st.floor_logged {
+                    self.counters.floor_episode();
                     dev_info!(
                         self.dev.as_dev(),
                         "holding at {} MiB (host asks for {} MiB): guest MemAvailable {} MiB is at the floor (floor_mib={})\n",
@@ -145,6 +162,12 @@ impl VBalloon {
             Step::Done => {
                 st.floor_logged = false;
                 st.puff_logged = false;
+                let phase = if st.oom_hold.is_some() {
+                    Phase::OomHold
+                } else {
+                    Phase::AtTarget
+                };
+                self.counters.set_phase(phase, 0);
             }
         }
         Some(step)
@@ -213,6 +236,8 @@ impl VBalloon {
         // episode (only reaching the target or a new target does): no line per wobble.
         match self.fill(&mut st, &mut incoming) {
             Ok(_) if short => {
+                self.counters.alloc_failed();
+                self.counters.set_phase(Phase::OutOfMemory, 0);
                 if !st.puff_logged {
                     dev_info!(
                         self.dev.as_dev(),
@@ -233,6 +258,8 @@ impl VBalloon {
     }
 
     fn log_stopped(&self, st: &State, e: Error) {
+        self.counters.error(e.to_errno());
+        self.counters.set_phase(Phase::HostStopped, 0);
         dev_err!(
             self.dev.as_dev(),
             "device stopped taking buffers ({:?}); balloon frozen at {} MiB\n",
@@ -302,6 +329,10 @@ impl VBalloon {
         }
         incoming.iter_mut().for_each(|b| b.clear());
         self.write_actual(*held);
+        if went_in > 0 {
+            self.counters.inflated(went_in as u64);
+            kext::trace::step(self.dev.as_dev(), true, went_in as u64, t.waited_ns, *held);
+        }
         t.result.map(|()| went_in)
     }
 
@@ -356,6 +387,10 @@ impl VBalloon {
         if t.result.is_err() {
             self.write_actual(*held);
         }
+        if freed > 0 {
+            self.counters.deflated(freed as u64);
+            kext::trace::step(self.dev.as_dev(), false, freed as u64, t.waited_ns, *held);
+        }
         t.result.map(|()| freed)
     }
 
@@ -392,6 +427,7 @@ impl VBalloon {
                         e
                     );
                     self.write_actual(st.held);
+                    self.counters.error(e.to_errno());
                     result = Err(e);
                     break;
                 }

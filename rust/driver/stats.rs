@@ -26,8 +26,6 @@ pub(super) struct Stats {
     queue: Option<BufferQueue<StatsBuf>>,
     /// The buffer while the driver holds it (before the first post, or if a post failed).
     spare: Option<KBox<StatsBuf>>,
-    /// Requests answered, for the log.
-    served: u64,
 }
 
 impl Stats {
@@ -35,7 +33,6 @@ impl Stats {
         Self {
             queue,
             spare: Some(buf),
-            served: 0,
         }
     }
 }
@@ -45,11 +42,7 @@ impl VBalloon {
     /// at `ready` (the first, already valid buffer) and whenever the host returns it.
     pub(super) fn refresh_stats(&self) {
         let mut guard = self.stats.lock();
-        let Stats {
-            queue,
-            spare,
-            served,
-        } = &mut *guard;
+        let Stats { queue, spare } = &mut *guard;
         let Some(q) = queue.as_mut() else {
             return;
         };
@@ -58,7 +51,10 @@ impl VBalloon {
         };
         buf.fill(&mm::stats_sample(), mm::page_shift());
         match q.post(buf) {
-            Ok(()) => *served = served.wrapping_add(1),
+            Ok(()) => {
+                let served = self.counters.stats_answered();
+                kext::trace::stats(self.dev.as_dev(), served);
+            }
             Err((e, buf)) => {
                 dev_warn!(
                     self.dev.as_dev(),
@@ -103,11 +99,10 @@ impl VBalloon {
     }
 
     /// Lets go of the queue (a buffer the host still holds is freed after the reset); returns
-    /// how many requests were answered.
+    /// how many stats buffers went to the host since bind.
     pub(super) fn drop_stats_queue(&self) -> u64 {
-        let mut stats = self.stats.lock();
-        stats.queue = None;
-        stats.served
+        self.stats.lock().queue = None;
+        self.snapshot().stats_requests
     }
 }
 

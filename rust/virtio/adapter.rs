@@ -52,8 +52,11 @@ pub(crate) trait Driver: Send + Sync + Sized + 'static {
     /// `vqs`) and buffers added, but the device uses them only after [`Driver::ready`].
     fn probe(dev: &Device<Core<'_>>, vqs: VqFactory<'_, Self>) -> Result<Arc<Self>>;
 
-    /// The device is `DRIVER_OK` and the driver's data is reachable from callbacks.
-    fn ready(_this: ArcBorrow<'_, Self>) {
+    /// The device is `DRIVER_OK` and the driver's data is reachable from callbacks: after
+    /// probe, once the binding is stored (from here on, `remove` runs at unbind; a failure
+    /// after `probe` but before this drops the data without `remove`), and after every
+    /// `restore`.
+    fn ready(_dev: &Device<Core<'_>>, _this: ArcBorrow<'_, Self>) {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
 
@@ -222,7 +225,7 @@ impl<T: Driver> Adapter<T> {
             // SAFETY: The driver data was set just above; we are in probe.
             if let Some(b) = unsafe { Self::binding(vdev) } {
                 if T::HAS_READY {
-                    T::ready(b.data.as_arc_borrow());
+                    T::ready(dev, b.data.as_arc_borrow());
                 }
             }
             Ok(0)
@@ -317,7 +320,7 @@ impl<T: Driver> Adapter<T> {
             // SAFETY: The device is valid; the driver's queues are set up again.
             unsafe { ffi::vballoon_device_ready(vdev) };
             if T::HAS_READY {
-                T::ready(b.data.as_arc_borrow());
+                T::ready(dev, b.data.as_arc_borrow());
             }
             Ok(0)
         })

@@ -65,6 +65,14 @@ impl<Ctx: DeviceContext> Device<Ctx> {
         self.0.get()
     }
 
+    /// The device's index on the virtio bus (its name is `virtio<index>`).
+    pub(crate) fn index(&self) -> u32 {
+        // SAFETY: `self.as_raw()` is a valid `virtio_device` while `self` is; `index` is set at
+        // registration and never changes.
+        let index = unsafe { (*self.as_raw()).index };
+        u32::try_from(index).unwrap_or(u32::MAX)
+    }
+
     /// The generic device, for `dev_*!` logging.
     pub(crate) fn as_dev(&self) -> &kdev::Device {
         // SAFETY: The embedded `struct device` is valid as long as `self` is.

@@ -4,7 +4,7 @@
 //! with the driver's patience for the device: how long a wait may last before it is overdue,
 //! and whether overdue waits are to be ended by resetting the device.
 
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use kernel::{
     new_condvar, new_spinlock_irq,
     prelude::*,
@@ -28,6 +28,8 @@ pub(crate) struct AckEvent {
     limit_ms: u32,
     abandoned: AtomicBool,
     overdue: AtomicU32,
+    /// Waits that went past the limit, since the event was made.
+    past_limit: AtomicU64,
 }
 
 impl AckEvent {
@@ -39,6 +41,7 @@ impl AckEvent {
             limit_ms: limit_ms.max(1),
             abandoned: AtomicBool::new(false),
             overdue: AtomicU32::new(0),
+            past_limit: AtomicU64::new(0),
         })
     }
 
@@ -63,7 +66,13 @@ impl AckEvent {
         self.abandoned.load(Ordering::Acquire)
     }
 
+    /// How many waits have gone past the limit so far.
+    pub(crate) fn waits_past_limit(&self) -> u64 {
+        self.past_limit.load(Ordering::Relaxed)
+    }
+
     pub(super) fn enter_overdue(&self) {
+        self.past_limit.fetch_add(1, Ordering::Relaxed);
         self.overdue.fetch_add(1, Ordering::AcqRel);
     }
 

@@ -15,7 +15,8 @@
 //! - [`buffer`]: device-readable buffers that can only be kmalloc'ed owners;
 //! - [`segments`]: borrowed device-writable segment lists (free page reports);
 //! - [`owned`]: a queue of owned buffers posted without waiting (free page hints);
-//! - [`event`]: the wake-up a hard-IRQ queue callback gives a waiting task.
+//! - [`event`]: the wake-up a hard-IRQ queue callback gives a waiting task;
+//! - [`attrs`]: read-only sysfs attributes under a bound device.
 //!
 //! Every `unsafe` block of the module that touches virtio is in this directory. No raw
 //! pointer, gfp flag or scatterlist appears in its API.
@@ -37,6 +38,7 @@
 //! C headers: `include/linux/virtio.h`, `include/linux/virtio_config.h`.
 
 mod adapter;
+mod attrs;
 mod buffer;
 mod config;
 mod device;
@@ -47,6 +49,7 @@ mod queue;
 mod segments;
 
 pub(crate) use adapter::{module_virtio_driver, Adapter, Driver, QueueIndex};
+pub(crate) use attrs::{AttrBuf, AttrGroup, Attributes};
 pub(crate) use buffer::{BufferQueue, DeviceReadable, OwnsSegments};
 pub(crate) use config::{config_field, ConfigField, Le32};
 pub(crate) use device::Device;

@@ -187,6 +187,8 @@ pub(crate) struct Transferred {
     pub(crate) posted: usize,
     /// `Ok` when every buffer was posted and returned.
     pub(crate) result: Result,
+    /// Time spent blocked waiting for the device to use buffers, in ns.
+    pub(crate) waited_ns: u64,
 }
 
 /// Longest a transfer sleeps between checks of the device (a broken device ends the wait).
@@ -245,6 +247,7 @@ impl Virtqueue {
             return Transferred {
                 posted: 0,
                 result: Err(ENODEV),
+                waited_ns: 0,
             };
         };
         let guard = slot.lock();
@@ -252,6 +255,7 @@ impl Virtqueue {
             return Transferred {
                 posted: 0,
                 result: Err(ENODEV),
+                waited_ns: 0,
             };
         };
         // Each buffer's token is the address of its bytes (see `vballoon_add_outbuf`).
@@ -306,17 +310,24 @@ impl Virtqueue {
                 }
             }
         }
+        let mut waited_ns = 0u64;
         if left > 0 {
             let mut used = |token: usize| {
                 if let Some(i) = index_of(bufs, token) {
                     on(Stream::Used(i));
                 }
             };
+            let start = crate::kext::monotonic_ns();
             if let Err(e) = self.wait_used(vq, guard.name, left, acked, &mut used) {
                 result = Err(e);
             }
+            waited_ns = crate::kext::monotonic_ns().saturating_sub(start);
         }
-        Transferred { posted, result }
+        Transferred {
+            posted,
+            result,
+            waited_ns,
+        }
     }
 
     /// Posts `segs` as one device-writable buffer of several segments, notifies the device and
