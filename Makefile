@@ -4,7 +4,7 @@ ifneq ($(KERNELRELEASE),)
 include $(src)/Kbuild
 else
 
-.PHONY: all setup kernel kernel-debug module install uninstall test test-debug demo bench stress clean clippy
+.PHONY: all setup kernel kernel-debug module install uninstall test test-debug demo watch bench stress clean clippy
 
 all: module
 
@@ -38,6 +38,11 @@ test-debug:
 
 demo:
 	bash scripts/harness.sh demo
+
+# Follow vballoon's counters in a running test guest, once a second (the demo's guest writes
+# them; test guests do with VB_WATCH=1). scripts/watch.sh [FILE] follows a given guest.
+watch:
+	bash scripts/watch.sh
 
 bench:
 	bash scripts/harness.sh bench

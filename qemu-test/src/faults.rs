@@ -176,6 +176,7 @@ fn inflate_under_failures(vm: &mut Vm, total0: u64) -> Result<()> {
         load(vm, Drv::Rust)?;
     }
     let before = injected(vm)?;
+    let c0 = crate::counters::Counters::read(vm)?;
     set_probability(vm, 20)?;
     vm.balloon(GIB)?;
     std::thread::sleep(Duration::from_secs(8));
@@ -193,6 +194,41 @@ fn inflate_under_failures(vm: &mut Vm, total0: u64) -> Result<()> {
         t.elapsed()
     );
     ensure!(faults > 0, "no failure was injected while inflating");
+    // The counters say what happened, and nothing else: allocation failures, and exactly the
+    // pages that went in.
+    let c1 = crate::counters::Counters::read(vm)?;
+    println!("    counters: {}", c1.line());
+    ensure!(
+        c1.delta(&c0, "alloc_failures")? >= 1,
+        "alloc_failures did not rise: {}",
+        c1.line()
+    );
+    ensure!(
+        c1.delta(&c0, "inflated_pages")? == 1024 * crate::counters::PAGES_PER_MIB as i64,
+        "inflated_pages rose by {}",
+        c1.delta(&c0, "inflated_pages")?
+    );
+    let changed = c1.changed_besides(
+        &c0,
+        &[
+            "alloc_failures",
+            "inflated_pages",
+            "inflate_steps",
+            "held_pages",
+            "actual_mib",
+            "target_pages",
+            "target_mib",
+            "config_changes",
+            "last_config_change_ms",
+            "stats_requests",
+            "state",
+        ],
+    );
+    ensure!(
+        changed.is_empty(),
+        "counters changed that allocation failures should not change: {changed:?}"
+    );
+    ensure!(c1.state() == "at_target", "state {:?}", c1.state());
     assert_ballooned(vm, total0, 1024, "inflate under failures")?;
     deflate_exact(vm, total0, "inflate under failures")?;
     Ok(())

@@ -77,6 +77,19 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mount -t debugfs none /sys/kernel/debug 2>/dev/null
+# vbwatch on the kernel command line: vballoon's counters once a second on the third serial
+# port, a file on the host that `make watch` follows.
+case " $(cat /proc/cmdline) " in *" vbwatch "*)
+  (while :; do
+     d=$(for x in /sys/bus/virtio/devices/*; do grep -qs 0x0005 $x/device && echo $x/vballoon; done)
+     if [ -d "$d" ]; then
+       echo "$(cut -d' ' -f1 /proc/uptime) $(cd $d && for f in state target_mib actual_mib inflated_pages deflated_pages alloc_failures floor_episodes oom_deflated_pages host_timeouts last_error; do printf '%s=%s ' $f $(cat $f); done)"
+     else
+       echo "$(cut -d' ' -f1 /proc/uptime) state=unbound"
+     fi
+     sleep 1
+   done > /dev/ttyS2 2>/dev/null &) ;;
+esac
 # vbparams=a=1,b=2 on the kernel command line: parameters for vballoon.ko.
 vbparams=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^vbparams=//p' | tr ',' ' ')
 case " $(cat /proc/cmdline) " in
@@ -317,6 +330,9 @@ pub struct VmOpts {
     pub qemu: Option<PathBuf>,
     /// A device added over QMP before the guest runs (see [`LateDevice`]).
     pub late_device: Option<LateDevice>,
+    /// vballoon's counters once a second to `<guest dir>/watch.log` (`make watch` follows
+    /// it): on for the demo, and for every guest when `VB_WATCH` is set.
+    pub watch: bool,
 }
 
 /// A device created with QMP `device_add` while the machine waits to start (`-S`), once its
@@ -342,6 +358,7 @@ impl Default for VmOpts {
             extra: Vec::new(),
             qemu: None,
             late_device: None,
+            watch: std::env::var_os("VB_WATCH").is_some(),
         }
     }
 }
@@ -403,6 +420,10 @@ impl Vm {
             .as_deref()
             .is_some_and(|m| m.starts_with("microvm"));
         let mut append = opts.append.clone();
+        let watch = opts.watch && !microvm;
+        if watch {
+            append.push_str(" vbwatch");
+        }
         if microvm && accel == "tcg" {
             // microvm has neither HPET nor an ACPI PM timer to calibrate the TSC against, and
             // PIT calibration fails under TCG: give the kernel the host's TSC rate.
@@ -455,6 +476,11 @@ impl Vm {
             c.args(["-device", "isa-serial,chardev=cmd,iobase=0x2f8,irq=3"]);
         } else {
             c.args(["-serial", "chardev:cmd"]);
+        }
+        if watch {
+            // The third port (ttyS2): the guest's counter lines.
+            c.arg("-serial")
+                .arg(format!("file:{}", dir.join("watch.log").display()));
         }
         if accel == "kvm" {
             c.args(["-cpu", "host"]);

@@ -238,6 +238,7 @@ pub fn boot_vhost(
                 "chardev": "vb", "virtio-id": 5, "num_vqs": 4, "config_size": 12, "vq_size": ring
             }),
         }),
+        ..VmOpts::default()
     };
     let vm = Vm::boot(name, ctx.paths, ctx.initramfs, &opts)?;
     Ok((vm, host))
@@ -304,6 +305,14 @@ fn never_ack_recovers(vm: &mut Vm, host: &Host, start: u64) -> Result<()> {
         vm.dmesg()?
     );
     responsive(vm, Duration::from_secs(10), "never-ack")?;
+    // One cat says why the balloon stopped: the host is past its limit.
+    let c = crate::counters::Counters::read(vm)?;
+    println!("    never-ack: counters say {}", c.line());
+    ensure!(
+        c.state() == "host_slow" && c.num("host_timeouts")? >= 1,
+        "never-ack: counters {}",
+        c.line()
+    );
     std::thread::sleep(Duration::from_millis(2 * LIMIT_MS));
     ensure!(
         log_lines(vm, "has not used")? == lines0 + 1,

@@ -5,6 +5,7 @@
 //! growing and shrinking live.
 
 mod bench;
+mod counters;
 mod demo;
 mod faults;
 mod guest;

@@ -181,8 +181,16 @@ pub fn inflate_deflate(ctx: &Ctx, drv: Drv) -> Result<()> {
         total2 == total0,
         "MemTotal after deflate {total2} != before {total0}"
     );
+    if drv == Drv::Rust {
+        // What an operator reads: sysfs counters, the debugfs view, the trace events.
+        crate::counters::inflate_deflate_counted(&mut vm, 2 * GIB, 512)?;
+    }
     vm.assert_dmesg_clean()?;
     vm.sh(drv.rmmod())?;
+    if drv == Drv::Rust {
+        let left = vm.sh("ls -d /sys/bus/virtio/devices/*/vballoon /sys/kernel/debug/vballoon/* 2>/dev/null; true")?;
+        ensure!(left.trim().is_empty(), "left after rmmod: {left}");
+    }
     vm.shutdown()
 }
 
@@ -192,8 +200,23 @@ pub fn floor_holds(ctx: &Ctx) -> Result<()> {
     let mut vm = boot(ctx, "floor_holds")?;
     let total0 = vm.mem_total()?;
     load(&mut vm, Drv::Rust)?;
+    let c0 = crate::counters::Counters::read(&mut vm)?;
     vm.balloon(16 * MIB)?;
     let settled = vm.wait_actual_settled(Duration::from_secs(4), MOVE_TIMEOUT)?;
+    // One cat says why: the state is "floor", one episode began, and the debugfs view
+    // explains it with the figures.
+    let c1 = crate::counters::expect_state(&mut vm, "floor")?;
+    let view = crate::counters::debugfs_view(&mut vm)?;
+    println!("    held: {}", view.lines().next().unwrap_or(""));
+    ensure!(
+        c1.delta(&c0, "floor_episodes")? == 1,
+        "floor_episodes rose by {} for one hold",
+        c1.delta(&c0, "floor_episodes")?
+    );
+    ensure!(
+        view.starts_with("floor: holding at") && view.contains("is at the floor (floor_mib=64)"),
+        "debugfs view while held: {view}"
+    );
     println!(
         "    host asked for 16 MiB; balloon settled with the guest at {} MiB",
         settled / MIB
