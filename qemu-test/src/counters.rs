@@ -1,7 +1,7 @@
 //! vballoon's counters as an operator reads them (sysfs under the balloon device, the debugfs
 //! view, the trace events in tracefs), and the exact expectations the boot tests put on them.
 
-use crate::guest::{Vm, GIB, MIB};
+use crate::guest::{Vm, MIB};
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::BTreeMap;
 
@@ -110,11 +110,38 @@ pub fn traced(vm: &mut Vm, event: &str) -> Result<(u64, u64)> {
     Ok((n, pages))
 }
 
+/// Moves the balloon so the guest has `guest` bytes, and checks that the step counters and
+/// the trace agree on it: `<dir>_pages` (`inflated_pages`/`deflated_pages`) rose by exactly
+/// `pages`, tracefs holds one `vballoon_<dir>` event per step (`<dir>_steps`) and their page
+/// counts add up to `pages`. Returns the counters after the move.
+fn move_counted(vm: &mut Vm, guest: u64, dir: &str, pages: u64) -> Result<Counters> {
+    let before = Counters::read(vm)?;
+    vm.balloon(guest)?;
+    vm.wait_actual(guest, super::scenarios::MOVE_TIMEOUT)?;
+    let after = Counters::read(vm)?;
+    let (events, traced_pages) = traced(vm, &format!("vballoon_{dir}"))?;
+    let moved = after.delta(&before, &format!("{dir}d_pages"))?;
+    let steps = after.delta(&before, &format!("{dir}_steps"))?;
+    println!(
+        "    counters after the {dir}: {}; {events} vballoon_{dir} events with {traced_pages} pages, {steps} steps",
+        after.line()
+    );
+    ensure!(
+        moved == pages as i64,
+        "{dir}d_pages rose by {moved}, for {pages} pages"
+    );
+    ensure!(
+        events == steps as u64 && traced_pages == pages,
+        "trace: {events} vballoon_{dir} events ({traced_pages} pages) for {steps} steps of {pages} pages"
+    );
+    Ok(after)
+}
+
 /// The inflate and deflate of `inflate_deflate`, with the counters' and trace's exact
-/// expectations: inflating `mib` raises `inflated_pages` by exactly `mib` MiB of pages and
-/// leaves `actual_mib` at what `query-balloon` says the balloon holds; one trace event per
-/// inflate step (`inflate_steps`), their pages adding up; deflating back raises
-/// `deflated_pages` by the same amount, with `held_pages` 0. `ram` is the guest's RAM.
+/// expectations ([`move_counted`] both ways): after inflating `mib`, `held_pages` is exactly
+/// `mib` MiB of pages, `actual_mib` is what `query-balloon` says the balloon holds, `state`
+/// is `at_target` and the debugfs view says so; after deflating back, `held_pages` is 0 and no
+/// error was recorded. `ram` is the guest's RAM.
 pub fn inflate_deflate_counted(vm: &mut Vm, ram: u64, mib: u64) -> Result<()> {
     let want = mib * PAGES_PER_MIB;
     let c0 = Counters::read(vm)?;
@@ -124,73 +151,26 @@ pub fn inflate_deflate_counted(vm: &mut Vm, ram: u64, mib: u64) -> Result<()> {
         c0.line()
     );
     trace_steps(vm)?;
-    vm.balloon(ram - mib * MIB)?;
-    vm.wait_actual(ram - mib * MIB, super::scenarios::MOVE_TIMEOUT)?;
-    let c1 = Counters::read(vm)?;
+    let c1 = move_counted(vm, ram - mib * MIB, "inflate", want)?;
     let host_mib = (ram - vm.actual()?) / MIB;
-    let (events, traced_pages) = traced(vm, "vballoon_inflate")?;
-    let steps = c1.delta(&c0, "inflate_steps")?;
-    println!(
-        "    counters after a {mib} MiB inflate: {}; {events} trace events, {traced_pages} pages, {steps} steps",
+    ensure!(
+        c1.num("held_pages")? == want as i64
+            && c1.num("actual_mib")? as u64 == host_mib
+            && c1.state() == "at_target",
+        "after inflating {mib} MiB (query-balloon: the balloon holds {host_mib} MiB): {}",
         c1.line()
-    );
-    ensure!(
-        c1.delta(&c0, "inflated_pages")? == want as i64,
-        "inflated_pages rose by {} for {mib} MiB ({want} pages)",
-        c1.delta(&c0, "inflated_pages")?
-    );
-    ensure!(
-        c1.num("held_pages")? == want as i64,
-        "held_pages {}",
-        c1.num("held_pages")?
-    );
-    ensure!(
-        c1.num("actual_mib")? as u64 == host_mib,
-        "actual_mib {} but query-balloon says the balloon holds {host_mib} MiB",
-        c1.num("actual_mib")?
-    );
-    ensure!(
-        c1.state() == "at_target",
-        "state {:?} at the target",
-        c1.state()
-    );
-    ensure!(
-        events == steps as u64 && traced_pages == want,
-        "trace: {events} vballoon_inflate events ({traced_pages} pages) for {steps} steps of {want} pages"
     );
     let view = debugfs_view(vm)?;
     ensure!(
         view.starts_with("at_target: at the host's target of"),
         "debugfs view: {view}"
     );
-    vm.balloon(ram)?;
-    vm.wait_actual(ram, super::scenarios::MOVE_TIMEOUT)?;
-    let c2 = Counters::read(vm)?;
-    let (devents, dpages) = traced(vm, "vballoon_deflate")?;
-    println!(
-        "    counters after deflating back: {}; {devents} deflate events, {dpages} pages",
+    let c2 = move_counted(vm, ram, "deflate", want)?;
+    ensure!(
+        c2.num("held_pages")? == 0 && c2.num("actual_mib")? == 0 && c2.num("last_error")? == 0,
+        "after deflating: {}",
         c2.line()
     );
-    ensure!(
-        c2.delta(&c1, "deflated_pages")? == want as i64,
-        "deflated_pages rose by {} for {want} pages",
-        c2.delta(&c1, "deflated_pages")?
-    );
-    ensure!(
-        c2.num("held_pages")? == 0 && c2.num("actual_mib")? == 0,
-        "held after deflating: {}",
-        c2.line()
-    );
-    ensure!(
-        dpages == want && devents == c2.delta(&c1, "deflate_steps")? as u64,
-        "trace: {devents} vballoon_deflate events ({dpages} pages)"
-    );
-    ensure!(
-        c2.num("last_error")? == 0,
-        "last_error {}",
-        c2.num("last_error")?
-    );
-    ensure!(ram >= GIB, "guest RAM");
     Ok(())
 }
 
