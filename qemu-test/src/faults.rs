@@ -88,10 +88,6 @@ fn set_probability(vm: &mut Vm, percent: u32) -> Result<()> {
     Ok(())
 }
 
-fn loaded(vm: &mut Vm) -> Result<bool> {
-    Ok(vm.sh("cat /proc/modules")?.contains("vballoon"))
-}
-
 fn bound(vm: &mut Vm) -> Result<bool> {
     Ok(vm
         .sh_rc(
@@ -118,53 +114,149 @@ pub fn fault_injection(ctx: &Ctx) -> Result<()> {
     );
     vm.assert_no_splats()?;
     kmemleak_clean(&mut vm)?;
-    println!("    fault injection: {n} failed probes unwound, kmemleak clean");
+    println!("    fault injection: {n} allocations of insmod + probe, every failure unwound, kmemleak clean");
     vm.shutdown()
 }
 
+/// One try of [`probe_failures`], in one shell round trip (the debug guest answers each in tens
+/// of ms, and there are a few hundred tries): the injected-failure counts around an insmod with
+/// fail-nth set to `n`, whether it bound, and an rmmod (the loop may come back to a lower N).
+struct Try {
+    /// Failures injected by this try.
+    hit: u64,
+    /// insmod's exit status and output.
+    rc: i32,
+    out: String,
+    bound: bool,
+    /// Loaded after insmod; rmmod's exit status (0 if not run) and output; loaded after it.
+    loaded: bool,
+    rmmod_rc: i32,
+    rmmod_out: String,
+    still_loaded: bool,
+    mem_total: u64,
+    /// The failure was absorbed by the counters' files, which `ready` adds after the probe
+    /// (the driver said "no counters in sysfs"): every later allocation is made in `ready`.
+    in_ready: bool,
+}
+
+fn try_nth(vm: &mut Vm, n: u32) -> Result<Try> {
+    let times = ATTRS
+        .iter()
+        .map(|a| format!("/sys/kernel/debug/{a}/times"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = vm.sh(&format!(
+        "o0=$(dmesg | grep -c 'no counters in sysfs'); set -- $(cat {times}); t0=$(($1 + $2)); \
+         sh -c 'echo {n} > /proc/thread-self/fail-nth && exec insmod /vballoon.ko' > /tmp/try.out 2>&1; rc=$?; \
+         set -- $(cat {times}); h=$((t0 - $1 - $2)); \
+         b=0; ls -d /sys/bus/virtio/drivers/vballoon/virtio* > /dev/null 2>&1 && b=1; \
+         l=0; grep -q '^vballoon ' /proc/modules && l=1; \
+         rr=0; : > /tmp/rmmod.out; if [ $l = 1 ]; then rmmod vballoon > /tmp/rmmod.out 2>&1; rr=$?; fi; \
+         l2=0; grep -q '^vballoon ' /proc/modules && l2=1; \
+         o=$(( $(dmesg | grep -c 'no counters in sysfs') - o0 )); \
+         echo \"TRY $h $rc $b $l $rr $l2 $(awk '/^MemTotal:/ {{ print $2 }}' /proc/meminfo) $o\"; \
+         cat /tmp/try.out; echo __RMMOD__; cat /tmp/rmmod.out"
+    ))?;
+    let (head, rest) = out
+        .split_once('\n')
+        .with_context(|| format!("N={n}: no answer: {out}"))?;
+    let f: Vec<i64> = head
+        .strip_prefix("TRY ")
+        .with_context(|| format!("N={n}: {out}"))?
+        .split_whitespace()
+        .map(|v| v.parse().context("a field of the try"))
+        .collect::<Result<_>>()?;
+    ensure!(f.len() == 8, "N={n}: {head}");
+    let (ins, rm) = rest.split_once("__RMMOD__").unwrap_or((rest, ""));
+    Ok(Try {
+        hit: u64::try_from(f[0]).context("injected count went down")?,
+        rc: f[1] as i32,
+        out: ins.trim().to_string(),
+        bound: f[2] == 1,
+        loaded: f[3] == 1,
+        rmmod_rc: f[4] as i32,
+        rmmod_out: rm.trim().to_string(),
+        still_loaded: f[5] == 1,
+        mem_total: f[6] as u64 * 1024,
+        in_ready: f[7] > 0,
+    })
+}
+
+/// Past the probe, in `ready`, every [`SAMPLE_STRIDE`]th N is tried.
+const SAMPLE_STRIDE: u32 = 4;
+
 /// fail-nth for N = 1, 2, ...: each failed insmod or probe leaves nothing behind (the module
-/// unloads, MemTotal is exact), the next try starts clean; returns how many were failed.
+/// unloads, MemTotal is exact), the next try starts clean; returns how many allocations insmod
+/// and probe make.
+///
+/// Every N is tried up to the first failure absorbed by the counters' files (added in `ready`,
+/// after the probe has succeeded: the driver logs "no counters in sysfs"); from there on, in
+/// `ready`, where every failure is absorbed by design (the balloon works without its files),
+/// every [`SAMPLE_STRIDE`]th N. Should a sampled try be anything but absorbed, the N skipped
+/// on the way are tried one by one.
 fn probe_failures(vm: &mut Vm, total0: u64) -> Result<u32> {
     let (mut insmod_failed, mut probe_failed, mut absorbed) = (0, 0, 0);
-    for n in 1..=MAX_N {
-        let before = injected(vm)?;
-        let (rc, out) = vm.sh_rc(
-            &format!(
-                "sh -c 'echo {n} > /proc/thread-self/fail-nth && exec insmod /vballoon.ko' 2>&1"
-            ),
-            Duration::from_secs(60),
-        )?;
-        let hit = injected(vm)? - before;
-        let is_bound = bound(vm)?;
-        if hit == 0 {
+    let mut tried = std::collections::BTreeSet::new();
+    let (mut n, mut stride, mut in_ready) = (1u32, 1u32, false);
+    while n <= MAX_N {
+        let t = try_nth(vm, n)?;
+        let absorbed_now = t.hit == 1 && t.rc == 0 && t.bound;
+        if stride > 1 && !absorbed_now {
+            // Something else lies within the stride: back to the first N skipped.
+            n = n + 1 - stride;
+            stride = 1;
+            in_ready = false;
+            continue;
+        }
+        let first = tried.insert(n);
+        if t.hit == 0 {
             ensure!(
-                rc == 0 && is_bound,
-                "N={n}: nothing injected, yet insmod exited {rc} and bound={is_bound}: {out}"
+                t.rc == 0 && t.bound,
+                "N={n}: nothing injected, yet insmod exited {} and bound={}: {}",
+                t.rc,
+                t.bound,
+                t.out
             );
             println!(
-                "    probe makes {} allocations: failing each one: insmod failed {insmod_failed}x, \
-                 probe failed {probe_failed}x, absorbed (bound anyway) {absorbed}x",
-                n - 1
+                "    insmod + probe make {} allocations; failing each of {} of them (in `ready`, \
+                 every {SAMPLE_STRIDE}th): insmod failed {insmod_failed}x, probe failed \
+                 {probe_failed}x, absorbed (bound anyway) {absorbed}x",
+                n - 1,
+                tried.len() - 1
             );
             return Ok(n - 1);
         }
-        ensure!(hit == 1, "N={n}: {hit} failures injected for one fail-nth");
-        match (rc == 0, is_bound) {
-            (false, _) => insmod_failed += 1,
-            (true, false) => probe_failed += 1,
-            (true, true) => absorbed += 1,
-        }
-        if loaded(vm)? {
-            let (rc, out) = vm.sh_rc("rmmod vballoon 2>&1", Duration::from_secs(60))?;
-            ensure!(rc == 0, "N={n}: rmmod after a failed probe: {out}");
-        }
-        ensure!(!loaded(vm)?, "N={n}: the module did not unload");
         ensure!(
-            vm.mem_total()? == total0,
+            t.hit == 1,
+            "N={n}: {} failures injected for one fail-nth",
+            t.hit
+        );
+        if first {
+            match (t.rc == 0, t.bound) {
+                (false, _) => insmod_failed += 1,
+                (true, false) => probe_failed += 1,
+                (true, true) => absorbed += 1,
+            }
+        }
+        if t.loaded {
+            ensure!(
+                t.rmmod_rc == 0,
+                "N={n}: rmmod after a failed probe: {}",
+                t.rmmod_out
+            );
+        }
+        ensure!(!t.still_loaded, "N={n}: the module did not unload");
+        ensure!(
+            t.mem_total == total0,
             "N={n}: MemTotal {} MiB, started at {} MiB",
-            vm.mem_total()? / MIB,
+            t.mem_total / MIB,
             total0 / MIB
         );
+        in_ready |= t.in_ready;
+        if in_ready && absorbed_now {
+            stride = SAMPLE_STRIDE;
+        }
+        n += stride;
     }
     bail!("probe still failing after {MAX_N} injected allocation failures")
 }

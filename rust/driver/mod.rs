@@ -22,7 +22,8 @@
 //! notifier, which runs inside some task's failed allocation, may take `state`. `stats` → the stats queue's slot lock; `stats` is never
 //! held together with `state`. `stats_stop` is a leaf, taken in hard IRQ. The migration
 //! callback only try-locks `state`, because compaction can be entered from an allocation made
-//! while `state` is held.
+//! while `state` is held. `observe` is a leaf: the counters' readers (sysfs, debugfs) take no
+//! lock at all, so removing their files under it cannot wait on one of ours.
 
 mod hint;
 mod migrate;
@@ -167,7 +168,7 @@ pub(crate) struct VBalloon {
     counters: Counters,
     /// Module parameter `block_kib` as this binding took it.
     block_kib: u32,
-    /// The sysfs and debugfs files, from the end of probe until remove.
+    /// The sysfs and debugfs files, from the first `ready` until remove.
     #[pin]
     observe: Mutex<Option<observe::Observe>>,
     /// Order of the hinted blocks (`MAX_PAGE_ORDER`).
