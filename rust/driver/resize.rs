@@ -299,11 +299,15 @@ impl VBalloon {
         let mut went_in = 0usize;
         let t = q.inflate.stream(batches, &self.acked, |ev| match ev {
             Stream::Fill(i, batch) => {
-                let Some(pages) = incoming.get(i) else {
+                let Some(pages) = incoming.get_mut(i) else {
                     return false;
                 };
-                // A page that does not encode stays in the vector and is freed below.
-                encode(batch, pages) > 0
+                // Only pages the host is told about may join the balloon: one that did not fit
+                // in the buffer (the vectors are filled to fit, so none should) goes back to
+                // the allocator here.
+                let told = encode(batch, pages);
+                pages.truncate(told);
+                told > 0
             }
             Stream::Used(i) => {
                 // Told and acked: the pages are the host's. While the host worked they were

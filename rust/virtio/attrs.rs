@@ -73,11 +73,12 @@ impl<T: Attributes> Hook<T> {
 /// # Invariants
 ///
 /// `raw` is a group added under the device by `vballoon_attrs_add`, which holds a reference
-/// to the device; every file's read reaches `hook`, which is boxed (its address is stable)
-/// and lives until after the group is removed in `drop`.
+/// to the device; every file's read reaches `_hook`, which is boxed (its address is stable)
+/// and lives until after the group is removed in `drop` (fields drop after `Drop::drop`).
 pub(crate) struct AttrGroup<T: Attributes> {
     raw: NonNull<ffi::vballoon_attrs>,
-    hook: KBox<Hook<T>>,
+    /// Only C reads it, through the address handed over in `add`; Rust only keeps it alive.
+    _hook: KBox<Hook<T>>,
 }
 
 // SAFETY: The group is only added and removed (from any thread); `T` is `Send + Sync`.
@@ -117,13 +118,7 @@ impl<T: Attributes> AttrGroup<T> {
             )
         })?;
         let raw = NonNull::new(raw).ok_or(ENOMEM)?;
-        Ok(Self { raw, hook })
-    }
-
-    /// The data the files show.
-    #[allow(dead_code, reason = "for owners that keep only the group")]
-    pub(crate) fn data(&self) -> &Arc<T> {
-        &self.hook.data
+        Ok(Self { raw, _hook: hook })
     }
 }
 
