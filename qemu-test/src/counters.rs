@@ -4,6 +4,9 @@
 use crate::guest::{Vm, MIB};
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// The balloon device's counter directory in the guest (device ID 5 is the balloon).
 const DIR: &str =
@@ -181,8 +184,55 @@ pub fn expect_state(vm: &mut Vm, want: &str) -> Result<Counters> {
         if c.state() == want {
             return Ok(c);
         }
-        std::thread::sleep(std::time::Duration::from_millis(250));
+        std::thread::sleep(Duration::from_millis(250));
     }
     let c = Counters::read(vm)?;
     bail!("state {:?}, expected {want:?}: {}", c.state(), c.line())
+}
+
+/// What `make watch` shows of a guest booted with `VmOpts::watch`: waits up to 15 s for the
+/// guest's once-a-second line to show `state=want` in `file` (`<guest dir>/watch.log`), then
+/// runs `scripts/watch.sh FILE` for 3 s, as an operator would, and returns the table rows
+/// that show `want`, each split into its columns (uptime, state, target_mib, actual_mib,
+/// inflated, deflated, alloc failures, floor episodes, OOM pages, host timeouts, last error).
+pub fn watch_rows(root: &Path, file: &Path, want: &str) -> Result<Vec<Vec<String>>> {
+    let needle = format!(" state={want} ");
+    let start = Instant::now();
+    while !std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .any(|l| format!(" {l} ").contains(&needle))
+    {
+        ensure!(
+            start.elapsed() < Duration::from_secs(15),
+            "{} has no line with state={want} after 15 s",
+            file.display()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // `timeout` signals its whole process group, so the script's `tail -F` ends too.
+    let out = Command::new("timeout")
+        .arg("3")
+        .arg("bash")
+        .arg(root.join("scripts/watch.sh"))
+        .arg(file)
+        .stdin(Stdio::null())
+        .output()
+        .context("running scripts/watch.sh")?;
+    let table = String::from_utf8_lossy(&out.stdout);
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+    ensure!(
+        header.get(1..4) == Some(&["state", "target_mib", "actual_mib"][..]),
+        "scripts/watch.sh printed no table header: {table}"
+    );
+    let rows: Vec<Vec<String>> = lines
+        .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .filter(|r| r.get(1).map(String::as_str) == Some(want))
+        .collect();
+    ensure!(
+        !rows.is_empty(),
+        "scripts/watch.sh showed no row in state {want}: {table}"
+    );
+    Ok(rows)
 }

@@ -1,7 +1,7 @@
 //! Boot scenarios: each boots its own guest and asserts what a user would check.
 
 use crate::guest::{Paths, Vm, VmOpts, GIB, MIB};
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use std::path::Path;
 use std::time::Duration;
 
@@ -197,7 +197,11 @@ pub fn inflate_deflate(ctx: &Ctx, drv: Drv) -> Result<()> {
 /// The host asks for more than the guest can give: the balloon stops at the floor, the guest
 /// keeps working, and deflating recovers everything.
 pub fn floor_holds(ctx: &Ctx) -> Result<()> {
-    let mut vm = boot(ctx, "floor_holds")?;
+    let opts = VmOpts {
+        watch: true,
+        ..VmOpts::default()
+    };
+    let mut vm = Vm::boot("floor_holds", ctx.paths, ctx.initramfs, &opts)?;
     let total0 = vm.mem_total()?;
     load(&mut vm, Drv::Rust)?;
     let c0 = crate::counters::Counters::read(&mut vm)?;
@@ -217,6 +221,26 @@ pub fn floor_holds(ctx: &Ctx) -> Result<()> {
         view.starts_with("floor: holding at") && view.contains("is at the floor (floor_mib=64)"),
         "debugfs view while held: {view}"
     );
+    // What `make watch` shows meanwhile: a row in state floor with the host's target (2032
+    // MiB for the balloon), the balloon holding more than 1 GiB but less than the target, and
+    // the one episode.
+    let rows = crate::counters::watch_rows(
+        &ctx.paths.root,
+        &ctx.paths.work.join("floor_holds/watch.log"),
+        "floor",
+    )?;
+    let target = c1.num("target_mib")?;
+    let episodes = c1.num("floor_episodes")?.to_string();
+    let num = |r: &Vec<String>, i: usize| r.get(i).and_then(|v| v.parse::<i64>().ok());
+    let shown = rows.iter().find(|r| {
+        num(r, 2) == Some(target)
+            && matches!(num(r, 3), Some(a) if a > 1024 && a < target)
+            && r.get(7) == Some(&episodes)
+    });
+    let Some(shown) = shown else {
+        bail!("make watch showed no floor row with target {target}, between 1024 and {target} held and {episodes} episode(s): {rows:?}");
+    };
+    println!("    make watch: {}", shown.join(" "));
     println!(
         "    host asked for 16 MiB; balloon settled with the guest at {} MiB",
         settled / MIB
