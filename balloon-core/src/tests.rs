@@ -292,6 +292,27 @@ fn oom_hold_keeps_the_balloon_where_the_oom_deflate_left_it() {
 }
 
 #[test]
+fn oom_hold_survives_config_changes_that_keep_the_target() {
+    // A hint command id or any other config write: the target reads the same, the hold stays.
+    assert_eq!(hold_after(Some(1000), 1000), Some(1000));
+    // The host set a new target (up or down): the hold ends.
+    assert_eq!(hold_after(Some(1000), 1001), None);
+    assert_eq!(hold_after(Some(1000), 0), None);
+    assert_eq!(hold_after(None, 1000), None);
+    // And the step after a kept hold is still Done, not Inflate.
+    let g = PageGeometry::new(12).unwrap();
+    let room = Headroom {
+        available_bytes: 1 << 30,
+        floor_bytes: 0,
+    };
+    let hold = hold_after(Some(1000), 1000);
+    assert_eq!(
+        next_step_to(&g, effective_target(&g, 1000, hold, 744), 744, room, 2048),
+        Step::Done
+    );
+}
+
+#[test]
 fn oom_pages_are_256_balloon_pages() {
     assert_eq!(oom_pages(&PageGeometry::new(12).unwrap()), 256);
     assert_eq!(oom_pages(&PageGeometry::new(14).unwrap()), 64);
@@ -451,6 +472,7 @@ mod hinting {
     #[test]
     fn ring_keeps_room_for_the_command_ids() {
         assert!(hint_ring_room(128, 0));
+        assert!(hint_ring_usable(3) && !hint_ring_usable(2) && !hint_ring_usable(0));
         assert!(hint_ring_room(128, 125));
         assert!(!hint_ring_room(128, 126));
         assert!(!hint_ring_room(2, 0));

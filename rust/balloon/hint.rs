@@ -60,6 +60,12 @@ pub(crate) fn hint_ring_room(ring_size: usize, outstanding: usize) -> bool {
     outstanding.saturating_add(2) < ring_size
 }
 
+/// Whether a ring of `ring_size` descriptors can hint at all: a block beside the two command
+/// ids. A smaller ring is refused at probe with a log line rather than left to time out.
+pub(crate) fn hint_ring_usable(ring_size: usize) -> bool {
+    hint_ring_room(ring_size, 0)
+}
+
 /// A command id as the driver sends it (`__virtio32`: see [`WireEndian`]).
 pub(crate) struct CmdIdBuf {
     wire: [u8; 4],

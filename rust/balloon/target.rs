@@ -121,6 +121,14 @@ pub(crate) fn effective_target(
     }
 }
 
+/// The OOM hold after the host's config changed and `num_pages` now reads as it does: the hold
+/// ends only when the host set a different target. Other config changes (a free page hint
+/// command id, `actual` echoes) leave it, or the balloon would inflate straight back into the
+/// shortage the OOM deflate answered.
+pub(crate) fn hold_after(oom_hold: Option<u32>, num_pages: u32) -> Option<u32> {
+    oom_hold.filter(|&n| n == num_pages)
+}
+
 /// Guest pages one OOM notification gives back: the C driver's 256 balloon (4 KiB) pages, in
 /// whole guest pages, at least one.
 pub(crate) fn oom_pages(geometry: &PageGeometry) -> usize {
