@@ -64,6 +64,23 @@ int vballoon_find_vqs(struct virtio_device *vdev, unsigned int nvqs, struct virt
 	return virtio_find_vqs(vdev, nvqs, vqs, vqs_info, NULL);
 }
 
+/*
+ * Reset, then wait out every callback in flight: virtio-pci's reset synchronises its vectors
+ * itself, virtio-mmio's does not (and CONFIG_VIRTIO_HARDEN_NOTIFICATION, which would make
+ * virtio_reset_device() do it, depends on BROKEN).
+ */
+void vballoon_reset_device(struct virtio_device *vdev)
+{
+	virtio_reset_device(vdev);
+	virtio_synchronize_cbs(vdev);
+}
+
+/* The config space can be read: refuse a transport without config->get, as the C driver. */
+bool vballoon_has_config_get(const struct virtio_device *vdev)
+{
+	return vdev->config->get;
+}
+
 void vballoon_del_vqs(struct virtio_device *vdev)
 {
 	vdev->config->del_vqs(vdev);

@@ -27,6 +27,8 @@ void vballoon_clear_feature(struct virtio_device *vdev, unsigned int fbit);
 int vballoon_find_vqs(struct virtio_device *vdev, unsigned int nvqs, struct virtqueue *vqs[],
 		      struct virtqueue_info vqs_info[]);
 void vballoon_del_vqs(struct virtio_device *vdev);
+void vballoon_reset_device(struct virtio_device *vdev);
+bool vballoon_has_config_get(const struct virtio_device *vdev);
 void vballoon_device_ready(struct virtio_device *vdev);
 int vballoon_add_outbuf(struct virtqueue *vq, void *buf, unsigned int len);
 unsigned long vballoon_page_to_pfn(struct page *page);

@@ -18,8 +18,11 @@
 //!
 //! Lock order (outer first): `incoming` → `state` → a virtqueue's slot lock (inside `virtio`) →
 //! mm's balloon list lock → `acked`'s IRQ-safe lock. Pages are allocated holding `incoming`
-//! only, and nothing allocates (or waits for an allocation) with `state` held, so the OOM
-//! notifier, which runs inside some task's failed allocation, may take `state`. `stats` → the stats queue's slot lock; `stats` is never
+//! only; with `state` held the driver allocates no pages, but does wait for the host (a
+//! transfer) and writes config space (which, on vhost-user, is a message to the host), so the
+//! OOM notifier, which runs inside some task's failed allocation, only try-locks `state`,
+//! bounded by the host limit. The mm wrappers' registration mutexes are leaves, held only
+//! across their own (un)registration. `stats` → the stats queue's slot lock; `stats` is never
 //! held together with `state`. `stats_stop` is a leaf, taken in hard IRQ. The migration
 //! callback only try-locks `state`, because compaction can be entered from an allocation made
 //! while `state` is held. `observe` is a leaf: the counters' readers (sysfs, debugfs) take no
@@ -56,7 +59,7 @@ use crate::{
     },
     virtio::{
         self, config_field, virtio_device_table, AckEvent, BufferQueue, ConfigField, Device,
-        DeviceId, Le32, OfferedFeatures, OwnedQueue, QueueIndex, Virtqueue, VqFactory,
+        DeviceId, Le32, OfferedFeatures, OwnedQueue, QueueIndex, QueueSpec, Virtqueue, VqFactory,
     },
 };
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -143,7 +146,14 @@ struct State {
 }
 
 /// One bound balloon device.
-#[pin_data]
+///
+/// # Invariants
+///
+/// The mm registrations (`list`, `oom`, `reporting`, `shrinker`) are fields of this `VBalloon`,
+/// initialised in place, and its drop unregisters them and empties `list` (waiting out pages
+/// compaction holds) before any field goes: nothing mm calls back into is dropped while mm can
+/// still call. Field order does not matter for it.
+#[pin_data(PinnedDrop)]
 pub(crate) struct VBalloon {
     dev: ARef<Device>,
     geometry: PageGeometry,
@@ -262,6 +272,11 @@ impl virtio::Driver for VBalloon {
     }
 
     fn probe(dev: &Device<Core<'_>>, vqs: VqFactory<'_, Self>) -> Result<Arc<Self>> {
+        if !dev.can_read_config() {
+            // As the C driver: without config reads there is no target to follow.
+            dev_err!(dev.as_dev(), "the transport cannot read config space\n");
+            return Err(EINVAL);
+        }
         let Some(geometry) = PageGeometry::new(mm::page_shift()) else {
             dev_err!(
                 dev.as_dev(),
@@ -280,7 +295,7 @@ impl virtio::Driver for VBalloon {
         } else {
             None
         };
-        let hint_queue = hint_queue(&map, &mut vqs)?;
+        let hint_queue = hint_queue(dev, &map, &mut vqs)?;
         let report_vq = reporting_queue(dev, &map, &mut vqs)?;
         let hint_wq = match hint_queue {
             Some(_) => Some(kext::FreezableQueue::new(c_str!("vballoon-hint"))?),
@@ -364,7 +379,8 @@ impl virtio::Driver for VBalloon {
                 hint <- new_mutex!(hint::Hint::new(hint_queue), "vballoon::hint"),
                 hinted <- new_spinlock!(hinted, "vballoon::hinted"),
                 hint_work <- new_work!("vballoon::hint_work"),
-                shrinker <- Shrinker::new(),
+                // SAFETY: A field of this `VBalloon`, whose drop unregisters it first.
+                shrinker <- unsafe { Shrinker::new() },
                 target_changed: AtomicBool::new(false),
                 incoming <- new_mutex!(incoming, "vballoon::incoming"),
                 acked <- AckEvent::new(crate::module_parameters::host_timeout_ms.value()),
@@ -382,9 +398,12 @@ impl virtio::Driver for VBalloon {
                 }, "vballoon::state"),
                 // Pages leave the managed count, so MemTotal follows the balloon; with
                 // deflate-on-OOM they stay counted (the guest may take them back), as in C.
-                list <- BalloonList::new(adjust_managed),
-                oom <- OomNotifier::new(),
-                reporting <- PageReporting::new(),
+                // SAFETY: A field of this `VBalloon`, whose drop empties it (`release_all`)
+                // before any other field goes.
+                list <- unsafe { BalloonList::new(adjust_managed) },
+                // SAFETY: Fields of this `VBalloon`, whose drop unregisters them first.
+                oom <- unsafe { OomNotifier::new() },
+                reporting <- unsafe { PageReporting::new() },
                 resize <- new_work!("vballoon::resize"),
                 retry <- new_delayed_work!("vballoon::retry"),
                 stats <- new_mutex!(stats::Stats::new(stats_queue, stats_buf), "vballoon::stats"),
@@ -442,7 +461,7 @@ impl virtio::Driver for VBalloon {
     fn vq_callback(this: ArcBorrow<'_, Self>, queue: QueueIndex) {
         match this.queues.queue(queue) {
             Some(Queue::Inflate | Queue::Deflate | Queue::Reporting) => this.acked.signal(),
-            // Hint buffers are taken back by the hint work; nothing waits on them.
+            // Created without a callback (`queue_names`).
             Some(Queue::FreePage) => {}
             Some(Queue::Stats) => Self::stats_requested(this),
             _ => {}
@@ -452,22 +471,9 @@ impl virtio::Driver for VBalloon {
     fn remove(_dev: &Device<Core<'_>>, this: ArcBorrow<'_, Self>) {
         // The files hold the binding: they go first.
         this.stop_observing();
-        // Every wait on the host ends within `host_timeout_ms` from here: one the host does
-        // not answer resets the device (which then uses no buffer), so nothing below waits
-        // for ever on a host that stopped answering.
-        this.acked.abandon();
-        // No report and no OOM call runs after these return.
-        this.reporting.unregister();
-        this.oom.unregister();
-        this.shrinker.unregister();
-        this.stop_hinting(true);
-        this.stop_stats();
-        this.state.lock().stopping = true;
-        // `retry` only queues `resize` while not stopping, so after both flushes nothing of
-        // either is pending or running.
-        kext::flush_delayed_work(&this.retry);
-        kext::flush_work(&this.resize);
-        // On error the pages are freed after the adapter resets the device.
+        this.quiesce();
+        // On error the pages stay in the balloon until the adapter has reset the device; the
+        // binding's drop frees them then (`release_all`).
         let _ = this.teardown();
         this.relax();
         let served = this.drop_stats_queue();
@@ -479,6 +485,17 @@ impl virtio::Driver for VBalloon {
             this.counters.reported_bytes() / MIB,
             this.counters.hinted_bytes() / MIB,
             oom
+        );
+    }
+
+    fn shutdown(dev: &Device<Core<'_>>, this: ArcBorrow<'_, Self>) {
+        // As the C driver: nothing of ours runs against the device once the adapter breaks
+        // and resets it. Nothing is given back: the machine goes down.
+        this.quiesce();
+        dev_info!(
+            dev.as_dev(),
+            "shutdown: stopped with {} MiB in the balloon\n",
+            this.held_mib(this.state.lock().held)
         );
     }
 
@@ -497,6 +514,54 @@ impl virtio::Driver for VBalloon {
 
 use kernel::device::Core;
 
+impl VBalloon {
+    /// Stops every source of work against the device, in order, for remove and shutdown: from
+    /// here, waits on the host end within `host_timeout_ms`; no report, OOM call, shrinker call,
+    /// hint, stats or resize work runs or is queued when this returns. The queues still work.
+    fn quiesce(&self) {
+        // Every wait on the host ends within `host_timeout_ms` from here: one the host does
+        // not answer resets the device (which then uses no buffer), so nothing below waits
+        // for ever on a host that stopped answering.
+        self.acked.abandon();
+        // No report and no OOM or shrinker call runs after these return.
+        self.reporting.unregister();
+        self.oom.unregister();
+        self.shrinker.unregister();
+        self.stop_hinting(true);
+        self.stop_stats();
+        self.state.lock().stopping = true;
+        // `retry` only queues `resize` while not stopping, so after both flushes nothing of
+        // either is pending or running.
+        kext::flush_delayed_work(&self.retry);
+        kext::flush_work(&self.resize);
+        self.relax();
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for VBalloon {
+    fn drop(self: Pin<&mut Self>) {
+        // The last reference goes after remove and the device's reset (or after a failed
+        // probe). In order, before any field is dropped:
+        // 1. mm calls none of our callbacks after these (remove did them already; idempotent);
+        self.reporting.unregister();
+        self.oom.unregister();
+        self.shrinker.unregister();
+        // 2. what teardown could not give back (the host stopped answering and the device was
+        //    reset) is freed, each page compaction holds isolated waited for: after this, mm
+        //    holds no page of the list and runs no migration into us;
+        let left = self.list.release_all();
+        if left > 0 {
+            dev_warn!(
+                self.dev.as_dev(),
+                "freed {} MiB left in the balloon at teardown, after the device reset\n",
+                self.held_mib(left as u64)
+            );
+        }
+        // 3. the fields drop (queues, works, locks): nothing calls into them any more.
+    }
+}
+
 /// `n` empty page vectors with room for `each` pages apiece, so a step never allocates for them.
 fn page_vectors(n: usize, each: usize) -> Result<KVec<KVec<BalloonPage>>> {
     let mut v = KVec::with_capacity(n, GFP_KERNEL)?;
@@ -506,24 +571,40 @@ fn page_vectors(n: usize, each: usize) -> Result<KVec<KVec<BalloonPage>>> {
     Ok(v)
 }
 
-/// The queues the device has, by name, in creation order.
-fn queue_names(map: &QueueMap) -> Result<KVec<&'static CStr>> {
-    let mut names = KVec::with_capacity(usize::from(map.count()), GFP_KERNEL)?;
+/// The queues the device has, in creation order. The free page queue has no callback, as in
+/// the C driver: the hint work takes its buffers back itself, so its interrupts would be wasted.
+fn queue_names(map: &QueueMap) -> Result<KVec<QueueSpec>> {
+    let mut specs = KVec::with_capacity(usize::from(map.count()), GFP_KERNEL)?;
     for q in ALL_QUEUES.into_iter().filter(|q| map.index(*q).is_some()) {
-        names.push(queue_name(q), GFP_KERNEL)?;
+        let spec = match q {
+            Queue::FreePage => QueueSpec::polled(queue_name(q)),
+            _ => QueueSpec::new(queue_name(q)),
+        };
+        specs.push(spec, GFP_KERNEL)?;
     }
-    Ok(names)
+    Ok(specs)
 }
 
 /// The free page hinting queue (the next of `vqs`, when the device has one).
 fn hint_queue(
+    dev: &Device<Core<'_>>,
     map: &QueueMap,
     vqs: &mut impl Iterator<Item = Virtqueue>,
 ) -> Result<Option<OwnedQueue<CmdIdBuf, PageBlock>>> {
     if map.index(Queue::FreePage).is_none() {
         return Ok(None);
     }
-    Ok(Some(OwnedQueue::new(vqs.next().ok_or(EINVAL)?)?))
+    let vq = vqs.next().ok_or(EINVAL)?;
+    let ring = vq.ring_size()?;
+    if !crate::balloon::hint::hint_ring_usable(ring) {
+        dev_warn!(
+            dev.as_dev(),
+            "free page hinting off: the free page queue has {} descriptors, at least 3 needed\n",
+            ring
+        );
+        return Ok(None);
+    }
+    Ok(Some(OwnedQueue::new(vq)?))
 }
 
 /// The reporting queue (the next of `vqs`, when the device has one) and its capacity.

@@ -115,9 +115,10 @@ impl VBalloon {
         self.counters.set_target(num_pages, host_target);
         if fresh {
             kext::trace::target(self.dev.as_dev(), num_pages, host_target, st.held);
-            // The host spoke: follow it again after an OOM deflate, and a hold at the floor
-            // for the new target is a new episode (one log line each).
-            st.oom_hold = None;
+            // A new target ends a hold after an OOM deflate (any other config change, such
+            // as a hint command id, does not), and a hold at the floor for it is a new
+            // episode (one log line each).
+            st.oom_hold = target::hold_after(st.oom_hold, num_pages);
             st.floor_logged = false;
         }
         let target = target::effective_target(&self.geometry, num_pages, st.oom_hold, st.held);
@@ -400,8 +401,10 @@ impl VBalloon {
 
     /// Gives every page back, telling the host, and lets go of the queues. Pages that
     /// compaction holds isolated are waited for (they come back to the list shortly), never
-    /// given up on. If the host cannot be told, the pages stay in the balloon (freed when the
-    /// list goes, after the adapter has reset the device) and the error is returned.
+    /// given up on. If the host cannot be told, the pages stay in the balloon and the error is
+    /// returned: they are freed only once the device has been reset, by the binding's drop
+    /// after remove, or by restore after a suspend (`BalloonList::release_all`, which counts
+    /// isolated pages too).
     pub(super) fn teardown(&self) -> Result {
         let mut result = Ok(());
         let mut st = self.state.lock();

@@ -7,7 +7,11 @@ use super::{
     page::{BalloonPage, PageRef},
 };
 use crate::ffi;
-use core::{marker::PhantomData, ptr::NonNull};
+use core::{
+    marker::PhantomData,
+    ptr::NonNull,
+    sync::atomic::{AtomicUsize, Ordering},
+};
 use kernel::{
     error::from_result,
     prelude::*,
@@ -25,10 +29,11 @@ pub(crate) trait Migrate {
     fn migrate(&self, new: PageRef<'_>, old: PageRef<'_>) -> Result;
 }
 
-/// What a [`BalloonList`] needs of its owner: to be told of migrations, and where the list
-/// sits inside it (`impl_has_field!(Owner, list: BalloonList<Owner>)`).
-pub(crate) trait Owner: Migrate + HasField<BalloonList<Self>> + Sized {}
-impl<T: Migrate + HasField<BalloonList<T>>> Owner for T {}
+/// What a [`BalloonList`] needs of its owner: to be told of migrations (from any CPU, so the
+/// owner is `Sync`), and where the list sits inside it
+/// (`impl_has_field!(Owner, list: BalloonList<Owner>)`).
+pub(crate) trait Owner: Migrate + HasField<BalloonList<Self>> + Sync + Sized {}
+impl<T: Migrate + HasField<BalloonList<T>> + Sync> Owner for T {}
 
 /// The Rust-typed migration entry of a list, called by [`vballoon_rust_migratepage`].
 type MigrateFn =
@@ -43,21 +48,28 @@ const DEQUEUE_CHUNK: usize = 64;
 /// owner) and, when created with `adjust_managed`, not counted in the guest's managed pages,
 /// so `MemTotal` follows the balloon.
 ///
-/// Dropping the list waits until compaction has no page of it isolated (an isolated page comes
-/// back through the list), then frees what is left, as the C driver's remove waits for all of
-/// its pages.
+/// The list counts its pages itself (`pages`: every page that went in and has not come out,
+/// whether on the list or isolated by compaction right now), because mm cannot tell the two
+/// apart under its lock for us. [`BalloonList::release_all`] drains by that count, as the C
+/// driver's remove drains by `num_pages`: it returns only once no page of the list is left
+/// anywhere, so mm never touches `info` again and no migration callback can be running.
+/// Dropping the list does the same, as a last resort: the owner is to call `release_all`
+/// first, in its own teardown, before anything the migration callback uses goes.
 ///
 /// # Invariants
 ///
 /// `info` is initialised with `migratepage` set to the C trampoline, which reaches `migrate`
 /// (this list's own entry) through `info`'s address; the list is pinned inside a `T` at
-/// `T::OFFSET`.
+/// `T::OFFSET` (the contract of [`BalloonList::new`]). `pages` is at least the number of pages
+/// on `info`'s list plus `info.isolated_pages` at every moment: it grows before a page goes in
+/// and shrinks after one came out.
 #[repr(C)]
 #[pin_data(PinnedDrop)]
 pub(crate) struct BalloonList<T> {
     #[pin]
     info: Opaque<ffi::balloon_dev_info>,
     migrate: MigrateFn,
+    pages: AtomicUsize,
     _t: PhantomData<T>,
 }
 
@@ -69,6 +81,8 @@ unsafe impl<T> Sync for BalloonList<T> {}
 impl<T> BalloonList<T> {
     /// Puts `page` into the balloon; the list owns it from now on.
     pub(crate) fn enqueue(&self, page: BalloonPage) {
+        // Counted before it is on the list (invariant).
+        self.pages.fetch_add(1, Ordering::AcqRel);
         // SAFETY: `info` is initialised; the page reference moves to the list.
         unsafe { ffi::balloon_page_enqueue(self.info.get(), page.into_raw().as_ptr()) };
     }
@@ -79,6 +93,8 @@ impl<T> BalloonList<T> {
         if pages.is_empty() {
             return;
         }
+        // Counted before they are on the list (invariant).
+        self.pages.fetch_add(pages.len(), Ordering::AcqRel);
         // SAFETY: `info` is initialised; `BalloonPage` is a transparent `struct page *`, so
         // `pages` is an array of `len` valid pages, each one reference that moves to the list.
         unsafe {
@@ -111,6 +127,8 @@ impl<T> BalloonList<T> {
             let got =
                 unsafe { ffi::vballoon_dequeue_pages(self.info.get(), raw.as_mut_ptr(), want) }
                     as usize;
+            // Off the list now (invariant: the count shrinks after).
+            self.pages.fetch_sub(got.min(want), Ordering::AcqRel);
             for &p in raw.iter().take(got.min(want)) {
                 let Some(p) = NonNull::new(p) else { continue };
                 // SAFETY: A dequeued page's reference becomes ours.
@@ -133,6 +151,7 @@ impl<T> BalloonList<T> {
     pub(crate) fn dequeue(&self) -> Option<BalloonPage> {
         // SAFETY: `info` is initialised.
         let page = NonNull::new(unsafe { ffi::vballoon_dequeue_one(self.info.get()) })?;
+        self.pages.fetch_sub(1, Ordering::AcqRel);
         // SAFETY: A dequeued page's reference becomes ours.
         Some(unsafe { BalloonPage::from_raw(page) })
     }
@@ -142,17 +161,61 @@ impl<T> BalloonList<T> {
         // SAFETY: `info` is initialised; the helper reads the counter with `READ_ONCE`.
         unsafe { ffi::vballoon_isolated_pages(self.info.get()) as u64 }
     }
+
+    /// Pages of the list: on it, or isolated by compaction right now.
+    pub(crate) fn len(&self) -> usize {
+        self.pages.load(Ordering::Acquire)
+    }
+
+    /// Frees every page of the list without telling anyone: for after the host has been told
+    /// (or can no longer be, its device reset). Pages that compaction holds isolated are
+    /// waited for: each comes back to the list (put back, or replaced by its migration target)
+    /// and is freed then. When this returns, mm holds no page of the list and runs no
+    /// migration of one. Returns how many pages it freed.
+    pub(crate) fn release_all(&self) -> usize {
+        let mut freed = 0usize;
+        let mut waited_ms = 0u32;
+        while self.len() > 0 {
+            match self.dequeue() {
+                Some(page) => {
+                    drop(page);
+                    freed = freed.saturating_add(1);
+                }
+                None => {
+                    // Everything left is isolated: it comes back shortly.
+                    fsleep(Delta::from_millis(1));
+                    waited_ms = waited_ms.saturating_add(1);
+                    if waited_ms % 5000 == 0 {
+                        pr_warn!(
+                            "waiting for {} balloon pages under migration ({} isolated)\n",
+                            self.len(),
+                            self.isolated()
+                        );
+                    }
+                }
+            }
+        }
+        freed
+    }
 }
 
 impl<T: Owner> BalloonList<T> {
     /// An empty list; with `adjust_managed`, pages on it leave the managed page count.
-    pub(crate) fn new(adjust_managed: bool) -> impl PinInit<Self> {
+    ///
+    /// # Safety
+    ///
+    /// The list is initialised in place as the `HasField` field of a `T` (so the migration
+    /// callback finds its owner around it), and that `T` calls [`BalloonList::release_all`]
+    /// before it drops any field that [`Migrate::migrate`] uses (in its own drop or earlier):
+    /// until the list is empty, compaction may call the owner from any CPU.
+    pub(crate) unsafe fn new(adjust_managed: bool) -> impl PinInit<Self> {
         pin_init!(Self {
             info <- Opaque::ffi_init(move |info: *mut ffi::balloon_dev_info| {
                 // SAFETY: `info` is valid for writes.
                 unsafe { ffi::vballoon_devinfo_init(info, adjust_managed) };
             }),
             migrate: Self::migrate_entry,
+            pages: AtomicUsize::new(0),
             _t: PhantomData,
         })
     }
@@ -166,8 +229,10 @@ impl<T: Owner> BalloonList<T> {
         old: NonNull<ffi::page>,
     ) -> Result {
         // SAFETY: `info` is the first field of a `#[repr(C)]` `BalloonList<T>` (invariant),
-        // which is a field of a live `T` (`HasField`); dropping the list waits for every
-        // isolated page, so the owner outlives any migration of its pages.
+        // which is the `HasField` field of a `T` (the contract of `new`). The page being
+        // migrated is isolated from the list, so the list is not empty, and the owner drains
+        // the list before any field `migrate` uses goes (the contract of `new`): the owner is
+        // whole for the call.
         let owner: &T = unsafe { owner_of(info.as_ptr().cast::<BalloonList<T>>()) };
         // SAFETY: The pages are valid for the call (function requirement).
         let (new, old) = unsafe { (PageRef::new(new), PageRef::new(old)) };
@@ -206,8 +271,14 @@ unsafe extern "C" fn vballoon_rust_migratepage(
     // SAFETY: `info` belongs to a live `BalloonList` (mm calls this only for pages of one),
     // whose `migrate` field is at the offset computed above.
     let f = unsafe { *entry };
-    // SAFETY: `f` is that list's own entry, given its own `info` and valid pages.
-    from_result(|| unsafe { f(info, new, old) }.map(|()| 0))
+    // `ENOENT` would tell mm the old page left the balloon without the new one going in,
+    // which the list's count would never hear of: the driver never means that.
+    from_result(|| {
+        // SAFETY: `f` is that list's own entry, given its own `info` and valid pages.
+        let r = unsafe { f(info, new, old) };
+        r.map_err(|e| if e == ENOENT { EAGAIN } else { e })
+            .map(|()| 0)
+    })
 }
 
 /// A stand-in owner, only to compute `BalloonList`'s field offsets (the same for every `T`).
@@ -225,26 +296,9 @@ unsafe impl HasField<BalloonList<Never>> for Never {
 #[pinned_drop]
 impl<T> PinnedDrop for BalloonList<T> {
     fn drop(self: Pin<&mut Self>) {
-        // An isolated page comes back through this list (put back, or migrated and its
-        // replacement inserted): wait for all of them before the list goes.
-        let mut waited = 0u32;
-        while self.isolated() > 0 {
-            fsleep(Delta::from_millis(1));
-            waited = waited.saturating_add(1);
-            if waited % 5000 == 0 {
-                pr_warn!(
-                    "waiting for {} balloon pages under migration\n",
-                    self.isolated()
-                );
-            }
-        }
-        // The owner deflates (telling the host) and resets the device before dropping the
-        // list; anything left is no longer the host's, so free it.
-        let mut left = 0usize;
-        while let Some(page) = self.dequeue() {
-            drop(page);
-            left = left.saturating_add(1);
-        }
+        // The owner drains the list in its own teardown (the contract of `new`); this only
+        // makes sure mm holds no page of the list once its memory goes.
+        let left = self.release_all();
         if left > 0 {
             pr_warn!("freed {} pages left in the balloon at teardown\n", left);
         }

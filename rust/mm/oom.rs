@@ -5,14 +5,11 @@
 
 use super::field::{owner_of, HasField};
 use crate::ffi;
-use core::{
-    marker::PhantomData,
-    sync::atomic::{AtomicBool, Ordering},
-};
-use kernel::{error::to_result, prelude::*, types::Opaque};
+use core::marker::PhantomData;
+use kernel::{error::to_result, new_mutex, prelude::*, sync::Mutex, types::Opaque};
 
-/// The owner of an [`OomNotifier`].
-pub(crate) trait OomHandler {
+/// The owner of an [`OomNotifier`]; called from any CPU, hence `Sync`.
+pub(crate) trait OomHandler: Sync {
     /// The guest is out of memory: give back what can be given without allocating, and
     /// return how many guest pages went back to the allocator. Runs in the context of the
     /// task whose allocation failed, under the kernel's OOM lock: never allocate, and never
@@ -24,16 +21,18 @@ pub(crate) trait OomHandler {
 ///
 /// # Invariants
 ///
-/// `nb` is registered with the OOM notifier chain exactly while `registered` is true; its
+/// `nb` is registered with the OOM notifier chain exactly while `registered` holds true (the
+/// mutex is held across each registration and unregistration, so the two never race); its
 /// callback is the C trampoline, which reaches `call` (this notifier's own entry) through
-/// `nb`'s address. The notifier is pinned inside a `T`.
+/// `nb`'s address. The notifier is pinned inside a `T` (the contract of [`OomNotifier::new`]).
 #[repr(C)]
 #[pin_data(PinnedDrop)]
 pub(crate) struct OomNotifier<T> {
     #[pin]
     nb: Opaque<ffi::notifier_block>,
     call: unsafe fn(*const ffi::notifier_block) -> u64,
-    registered: AtomicBool,
+    #[pin]
+    registered: Mutex<bool>,
     _t: PhantomData<T>,
 }
 
@@ -44,14 +43,20 @@ unsafe impl<T> Sync for OomNotifier<T> {}
 
 impl<T: OomHandler + HasField<OomNotifier<T>>> OomNotifier<T> {
     /// A notifier, not registered yet.
-    pub(crate) fn new() -> impl PinInit<Self> {
+    ///
+    /// # Safety
+    ///
+    /// The notifier is initialised in place as the `HasField` field of a `T`, and that `T`
+    /// calls [`OomNotifier::unregister`] before it drops any field that
+    /// [`OomHandler::out_of_memory`] uses.
+    pub(crate) unsafe fn new() -> impl PinInit<Self> {
         pin_init!(Self {
             nb <- Opaque::ffi_init(|nb: *mut ffi::notifier_block| {
                 // SAFETY: `nb` is valid for writes.
                 unsafe { nb.write(ffi::notifier_block::default()) };
             }),
             call: Self::call,
-            registered: AtomicBool::new(false),
+            registered <- new_mutex!(false, "vballoon::OomNotifier::registered"),
             _t: PhantomData,
         })
     }
@@ -59,23 +64,24 @@ impl<T: OomHandler + HasField<OomNotifier<T>>> OomNotifier<T> {
     /// Starts delivering OOM notifications to the owner. Call once the owner is fully built;
     /// a second call does nothing.
     pub(crate) fn register(&self) -> Result {
-        if self.registered.swap(true, Ordering::AcqRel) {
+        let mut registered = self.registered.lock();
+        if *registered {
             return Ok(());
         }
-        // SAFETY: `nb` is initialised and pinned; it stays registered until `unregister`.
-        let r = to_result(unsafe { ffi::vballoon_oom_register(self.nb.get()) });
-        if r.is_err() {
-            self.registered.store(false, Ordering::Release);
-        }
-        r
+        // SAFETY: `nb` is initialised and pinned inside its owner (the contract of `new`); it
+        // stays registered until `unregister`, which the owner calls before it goes.
+        to_result(unsafe { ffi::vballoon_oom_register(self.nb.get()) })?;
+        *registered = true;
+        Ok(())
     }
 
     /// # Safety
     ///
     /// `nb` is the `nb` of a live `OomNotifier<T>` inside a live `T`.
     unsafe fn call(nb: *const ffi::notifier_block) -> u64 {
-        // SAFETY: `nb` is the first field of a `#[repr(C)]` `OomNotifier<T>`, a field of a
-        // live `T` (function requirement); the owner unregisters before it goes away.
+        // SAFETY: `nb` is the first field of a `#[repr(C)]` `OomNotifier<T>`, the field of a
+        // live `T` (function requirement; the contract of `new`: the owner unregisters before
+        // any field the callback uses goes away).
         let owner: &T = unsafe { owner_of(nb.cast::<OomNotifier<T>>()) };
         owner.out_of_memory()
     }
@@ -84,9 +90,11 @@ impl<T: OomHandler + HasField<OomNotifier<T>>> OomNotifier<T> {
 impl<T> OomNotifier<T> {
     /// Stops the notifications; when this returns no call is running. Idempotent.
     pub(crate) fn unregister(&self) {
-        if self.registered.swap(false, Ordering::AcqRel) {
+        let mut registered = self.registered.lock();
+        if *registered {
             // SAFETY: Registered (invariant); the chain's lock waits out running calls.
             unsafe { ffi::unregister_oom_notifier(self.nb.get()) };
+            *registered = false;
         }
     }
 }

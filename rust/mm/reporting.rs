@@ -5,14 +5,11 @@
 
 use super::field::{owner_of, HasField};
 use crate::{ffi, virtio::Segments};
-use core::{
-    marker::PhantomData,
-    sync::atomic::{AtomicBool, Ordering},
-};
-use kernel::{error::from_result, prelude::*, types::Opaque};
+use core::marker::PhantomData;
+use kernel::{error::from_result, new_mutex, prelude::*, sync::Mutex, types::Opaque};
 
-/// The owner of a [`PageReporting`].
-pub(crate) trait Reporter {
+/// The owner of a [`PageReporting`]; called from the reporting work on any CPU, hence `Sync`.
+pub(crate) trait Reporter: Sync {
     /// Report `pages` (free pages the kernel holds back until this returns) to the host and
     /// wait until the host has taken them. Process context (the reporting work). An error
     /// gives the pages back to the allocator unreported.
@@ -23,16 +20,18 @@ pub(crate) trait Reporter {
 ///
 /// # Invariants
 ///
-/// `info` is registered with the kernel exactly while `registered` is true; its `report` is
-/// the C trampoline, which reaches `call` (this wrapper's own entry) through `info`'s address.
-/// The wrapper is pinned inside a `T`.
+/// `info` is registered with the kernel exactly while `registered` holds true (the mutex is held
+/// across each registration and unregistration, so the two never race); its `report` is the C
+/// trampoline, which reaches `call` (this wrapper's own entry) through `info`'s address. The
+/// wrapper is pinned inside a `T` (the contract of [`PageReporting::new`]).
 #[repr(C)]
 #[pin_data(PinnedDrop)]
 pub(crate) struct PageReporting<T> {
     #[pin]
     info: Opaque<ffi::page_reporting_dev_info>,
     call: ReportFn,
-    registered: AtomicBool,
+    #[pin]
+    registered: Mutex<bool>,
     _t: PhantomData<T>,
 }
 
@@ -45,14 +44,19 @@ unsafe impl<T> Sync for PageReporting<T> {}
 
 impl<T: Reporter + HasField<PageReporting<T>>> PageReporting<T> {
     /// Reporting, not registered yet.
-    pub(crate) fn new() -> impl PinInit<Self> {
+    ///
+    /// # Safety
+    ///
+    /// The wrapper is initialised in place as the `HasField` field of a `T`, and that `T` calls
+    /// [`PageReporting::unregister`] before it drops any field that [`Reporter::report`] uses.
+    pub(crate) unsafe fn new() -> impl PinInit<Self> {
         pin_init!(Self {
             info <- Opaque::ffi_init(|info: *mut ffi::page_reporting_dev_info| {
                 // SAFETY: `info` is valid for writes.
                 unsafe { info.write(ffi::page_reporting_dev_info::default()) };
             }),
             call: Self::call,
-            registered: AtomicBool::new(false),
+            registered <- new_mutex!(false, "vballoon::PageReporting::registered"),
             _t: PhantomData,
         })
     }
@@ -62,15 +66,17 @@ impl<T: Reporter + HasField<PageReporting<T>>> PageReporting<T> {
     /// `Err(errno)` when the kernel refuses (`EBUSY`: another device reports already).
     pub(crate) fn register(&self, capacity: usize) -> core::result::Result<(), i32> {
         let cap = u32::try_from(capacity).map_err(|_| EINVAL.to_errno())?;
-        if self.registered.swap(true, Ordering::AcqRel) {
+        let mut registered = self.registered.lock();
+        if *registered {
             return Ok(());
         }
-        // SAFETY: `info` is initialised and pinned; it stays registered until `unregister`.
+        // SAFETY: `info` is initialised and pinned inside its owner (the contract of `new`);
+        // it stays registered until `unregister`, which the owner calls before it goes.
         let r = unsafe { ffi::vballoon_reporting_register(self.info.get(), cap) };
         if r != 0 {
-            self.registered.store(false, Ordering::Release);
             return Err(r);
         }
+        *registered = true;
         Ok(())
     }
 
@@ -78,8 +84,9 @@ impl<T: Reporter + HasField<PageReporting<T>>> PageReporting<T> {
     ///
     /// `info` is the `info` of a live `PageReporting<T>` inside a live `T`.
     unsafe fn call(info: *const ffi::page_reporting_dev_info, mut pages: Segments<'_>) -> Result {
-        // SAFETY: `info` is the first field of a `#[repr(C)]` `PageReporting<T>`, a field of a
-        // live `T` (function requirement); the owner unregisters before it goes away.
+        // SAFETY: `info` is the first field of a `#[repr(C)]` `PageReporting<T>`, the field of
+        // a live `T` (function requirement; the contract of `new`: the owner unregisters before
+        // any field the callback uses goes away).
         let owner: &T = unsafe { owner_of(info.cast::<PageReporting<T>>()) };
         owner.report(&mut pages)
     }
@@ -88,9 +95,11 @@ impl<T: Reporter + HasField<PageReporting<T>>> PageReporting<T> {
 impl<T> PageReporting<T> {
     /// Stops reporting; when this returns no report is running. Idempotent.
     pub(crate) fn unregister(&self) {
-        if self.registered.swap(false, Ordering::AcqRel) {
+        let mut registered = self.registered.lock();
+        if *registered {
             // SAFETY: Registered (invariant); unregistering waits for the reporting work.
             unsafe { ffi::page_reporting_unregister(self.info.get()) };
+            *registered = false;
         }
     }
 }

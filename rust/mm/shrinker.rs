@@ -4,14 +4,11 @@
 
 use super::field::{owner_of, HasField};
 use crate::ffi;
-use core::{
-    marker::PhantomData,
-    sync::atomic::{AtomicPtr, Ordering},
-};
-use kernel::{prelude::*, types::Opaque};
+use core::{marker::PhantomData, ptr::NonNull};
+use kernel::{new_mutex, prelude::*, sync::Mutex};
 
-/// The owner of a [`Shrinker`].
-pub(crate) trait Shrink {
+/// The owner of a [`Shrinker`]; called from reclaim on any CPU, hence `Sync`.
+pub(crate) trait Shrink: Sync {
     /// Pages the owner could give back now.
     fn count(&self) -> u64;
     /// Give back about `nr_to_scan` pages; returns how many went back. Runs in reclaim, in any
@@ -26,52 +23,61 @@ type ScanFn = unsafe fn(*const (), u64) -> u64;
 ///
 /// # Invariants
 ///
-/// `raw` is null, or a shrinker registered by `register` whose private data is this
-/// wrapper's address and whose callbacks (C trampolines) reach `count`/`scan` through it. The
-/// wrapper is pinned inside a `T`.
+/// `raw` holds `None`, or a shrinker registered by `register` whose private data is this
+/// wrapper's address and whose callbacks (C trampolines) reach `count`/`scan` through it; the
+/// mutex is held across each registration and unregistration, so two never race. The wrapper
+/// is pinned inside a `T` (the contract of [`Shrinker::new`]).
 #[repr(C)]
 #[pin_data(PinnedDrop)]
 pub(crate) struct Shrinker<T> {
     count: CountFn,
     scan: ScanFn,
-    raw: AtomicPtr<ffi::shrinker>,
     #[pin]
-    _pin: Opaque<()>,
+    raw: Mutex<Option<RawShrinker>>,
     _t: PhantomData<T>,
 }
 
-// SAFETY: The C shrinker is used by the shrinker core's own synchronisation.
+/// A registered C shrinker.
+struct RawShrinker(NonNull<ffi::shrinker>);
+
+// SAFETY: The C shrinker may be freed from any thread.
+unsafe impl Send for RawShrinker {}
+
+// SAFETY: The C shrinker is used by the shrinker core's own synchronisation; the wrapper's
+// own state is under its mutex.
 unsafe impl<T> Send for Shrinker<T> {}
 // SAFETY: As above.
 unsafe impl<T> Sync for Shrinker<T> {}
 
 impl<T: Shrink + HasField<Shrinker<T>>> Shrinker<T> {
     /// A shrinker, not registered yet.
-    pub(crate) fn new() -> impl PinInit<Self> {
+    ///
+    /// # Safety
+    ///
+    /// The shrinker is initialised in place as the `HasField` field of a `T`, and that `T`
+    /// calls [`Shrinker::unregister`] before it drops any field that [`Shrink`]'s methods use.
+    pub(crate) unsafe fn new() -> impl PinInit<Self> {
         pin_init!(Self {
             count: Self::count_entry,
             scan: Self::scan_entry,
-            raw: AtomicPtr::new(core::ptr::null_mut()),
-            _pin: Opaque::uninit(),
+            raw <- new_mutex!(None, "vballoon::Shrinker::raw"),
             _t: PhantomData,
         })
     }
 
     /// Starts taking reclaim's requests. A second call does nothing.
     pub(crate) fn register(&self, name: &'static CStr) -> Result {
-        if !self.raw.load(Ordering::Acquire).is_null() {
+        let mut raw = self.raw.lock();
+        if raw.is_some() {
             return Ok(());
         }
         let me = core::ptr::from_ref(self)
             .cast_mut()
             .cast::<kernel::ffi::c_void>();
-        // SAFETY: `me` stays valid while registered: `unregister` (also on drop) frees the
-        // shrinker first, and the wrapper is pinned.
-        let raw = unsafe { ffi::vballoon_shrinker_register(me, name.as_char_ptr()) };
-        if raw.is_null() {
-            return Err(ENOMEM);
-        }
-        self.raw.store(raw, Ordering::Release);
+        // SAFETY: `me` stays valid while registered: the wrapper is pinned inside its owner,
+        // which unregisters (freeing the shrinker) before it goes (the contract of `new`).
+        let r = unsafe { ffi::vballoon_shrinker_register(me, name.as_char_ptr()) };
+        *raw = Some(RawShrinker(NonNull::new(r).ok_or(ENOMEM)?));
         Ok(())
     }
 
@@ -79,7 +85,8 @@ impl<T: Shrink + HasField<Shrinker<T>>> Shrinker<T> {
     ///
     /// `me` is the address of a live `Shrinker<T>` inside a live `T`.
     unsafe fn count_entry(me: *const ()) -> u64 {
-        // SAFETY: Function requirement; the shrinker is freed before the owner goes.
+        // SAFETY: Function requirement; the shrinker is freed before the owner goes (the
+        // contract of `new`).
         let owner: &T = unsafe { owner_of(me.cast::<Shrinker<T>>()) };
         owner.count()
     }
@@ -97,10 +104,11 @@ impl<T: Shrink + HasField<Shrinker<T>>> Shrinker<T> {
 impl<T> Shrinker<T> {
     /// Stops the requests; when this returns no callback runs. Idempotent.
     pub(crate) fn unregister(&self) {
-        let raw = self.raw.swap(core::ptr::null_mut(), Ordering::AcqRel);
-        if !raw.is_null() {
-            // SAFETY: `raw` was registered by `register` and is freed once.
-            unsafe { ffi::shrinker_free(raw) };
+        let mut raw = self.raw.lock();
+        if let Some(r) = raw.take() {
+            // SAFETY: `r` was registered by `register` and is freed once (taken out under the
+            // lock); `shrinker_free` waits out running callbacks.
+            unsafe { ffi::shrinker_free(r.0.as_ptr()) };
         }
     }
 }

@@ -32,8 +32,8 @@ pub(crate) type QueueIndex = u16;
 
 /// A virtio driver.
 ///
-/// Context rules: `validate`, `probe`, `ready`, `remove`, `freeze` and `restore` run in process
-/// context and may sleep. `config_changed` may run in any context, hard IRQ included: queue
+/// Context rules: `validate`, `probe`, `ready`, `remove`, `shutdown`, `freeze` and `restore`
+/// run in process context and may sleep. `config_changed` may run in any context, hard IRQ included: queue
 /// work, never sleep. `vq_callback` runs in hard-IRQ context: never sleep, never take a
 /// sleeping lock, never allocate with a sleeping gfp.
 #[vtable]
@@ -74,6 +74,16 @@ pub(crate) trait Driver: Send + Sync + Sized + 'static {
     /// queues still work here; afterwards the adapter breaks, resets and deletes them.
     /// Config-change callbacks are already off.
     fn remove(dev: &Device<Core<'_>>, this: ArcBorrow<'_, Self>);
+
+    /// The system shuts down (reboot, poweroff, kexec): stop every work item and callback
+    /// source of the driver's own (notifiers, shrinkers, work) so nothing runs against the
+    /// device afterwards; give nothing back (the machine goes down). The queues still work
+    /// here; afterwards the adapter breaks and resets the device as the core's generic
+    /// shutdown does (`virtio_device_shutdown`). Without it, the core only breaks and resets
+    /// the device, with the driver's work still live.
+    fn shutdown(_dev: &Device<Core<'_>>, _this: ArcBorrow<'_, Self>) {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
 
     /// The system suspends: stop work and give back what the device holds. On success the
     /// adapter resets the device and deletes the queues; an error aborts the suspend. A driver
@@ -164,6 +174,9 @@ unsafe impl<T: Driver> driver::RegistrationOps for Adapter<T> {
             }
             (*d).probe = Some(Self::probe_callback);
             (*d).remove = Some(Self::remove_callback);
+            if T::HAS_SHUTDOWN {
+                (*d).shutdown = Some(Self::shutdown_callback);
+            }
             (*d).config_changed = Some(Self::config_changed_callback);
             // Always set: without them the core would resume the driver on stale queues.
             (*d).freeze = Some(Self::freeze_callback);
@@ -212,14 +225,27 @@ impl<T: Driver> Adapter<T> {
         let dev = unsafe { Device::<CoreInternal<'_>>::from_raw(vdev) };
         from_result(|| {
             let mut vqs = None;
-            let data = T::probe(dev, VqFactory::new(dev, &mut vqs))?;
+            let data = match T::probe(dev, VqFactory::new(dev, &mut vqs)) {
+                Ok(data) => data,
+                Err(e) => {
+                    // The queues go now, before the probe returns and another driver may bind
+                    // the device, whatever handles the failed probe left behind.
+                    Self::revoke(dev, vqs.take());
+                    return Err(e);
+                }
+            };
+            // Kept beside the binding so a failure to store it revokes the set here too.
+            let set = vqs.clone();
             let binding = Binding {
                 data,
                 vqs: UnsafeCell::new(vqs),
             };
             let kdev: &kdev::Device<CoreInternal<'_>> = dev.as_ref();
-            // On failure the binding drops here, and with it the queues (reset, deleted).
-            kdev.set_drvdata(Ok::<_, Error>(binding))?;
+            if let Err(e) = kdev.set_drvdata(Ok::<_, Error>(binding)) {
+                Self::revoke(dev, set);
+                return Err(e);
+            }
+            drop(set);
             // SAFETY: The device is valid; the driver's queues are set up.
             unsafe { ffi::vballoon_device_ready(vdev) };
             // SAFETY: The driver data was set just above; we are in probe.
@@ -248,6 +274,26 @@ impl<T: Driver> Adapter<T> {
             set.revoke();
         }
         dev.reset();
+    }
+
+    /// Breaks the device and revokes `set` (if any): the device uses no buffer and no queue is
+    /// left when this returns.
+    fn revoke(dev: &Device<Core<'_>>, set: Option<Arc<VqSet>>) {
+        if let Some(set) = set {
+            dev.mark_broken();
+            set.revoke();
+        }
+    }
+
+    extern "C" fn shutdown_callback(vdev: *mut ffi::virtio_device) {
+        // SAFETY: The virtio core passes a valid device, under its device lock, at shutdown.
+        let dev = unsafe { Device::<Core<'_>>::from_raw(vdev) };
+        // SAFETY: In shutdown of a bound device.
+        if let Some(b) = unsafe { Self::binding(vdev) } {
+            T::shutdown(dev, b.data.as_arc_borrow());
+        }
+        // As the core's own shutdown path: break, wait out callbacks, reset.
+        dev.shutdown();
     }
 
     extern "C" fn config_changed_callback(vdev: *mut ffi::virtio_device) {
@@ -313,9 +359,13 @@ impl<T: Driver> Adapter<T> {
         from_result(|| {
             let mut vqs = None;
             let r = T::restore(dev, b.data.as_arc_borrow(), VqFactory::new(dev, &mut vqs));
+            if let Err(e) = r {
+                // No queue is left half-made: the set goes now, as after a failed probe.
+                Self::revoke(dev, vqs.take());
+                return Err(e);
+            }
             // SAFETY: Under the device lock.
             unsafe { b.set_vqs(vqs) };
-            r?;
             // As after probe: the device goes live, then the driver may use it.
             // SAFETY: The device is valid; the driver's queues are set up again.
             unsafe { ffi::vballoon_device_ready(vdev) };

@@ -36,8 +36,12 @@ impl<C> Copy for ConfigField<C> {}
 
 impl<C> ConfigField<C> {
     /// Use [`config_field!`], which proves the invariant.
+    ///
+    /// # Safety
+    ///
+    /// `offset` is the offset of the `Le32` field of `C` that `_proof` returns.
     #[doc(hidden)]
-    pub(crate) const fn __new(
+    pub(crate) const unsafe fn __new(
         _proof: fn(&C) -> &Le32,
         offset: usize,
         feature: Option<u32>,
@@ -63,11 +67,15 @@ impl<C> ConfigField<C> {
 /// [`ConfigField`] for `Layout::field`, which must be an [`Le32`].
 macro_rules! config_field {
     ($layout:ty, $field:ident $(, feature = $bit:expr)?) => {
-        $crate::virtio::ConfigField::<$layout>::__new(
-            |c: &$layout| &c.$field,
-            ::core::mem::offset_of!($layout, $field),
-            $crate::virtio::config_field!(@feature $($bit)?),
-        )
+        // SAFETY: The offset is `offset_of!` of the very field the proof closure returns,
+        // which the closure's type pins to a `Le32` of `$layout`.
+        unsafe {
+            $crate::virtio::ConfigField::<$layout>::__new(
+                |c: &$layout| &c.$field,
+                ::core::mem::offset_of!($layout, $field),
+                $crate::virtio::config_field!(@feature $($bit)?),
+            )
+        }
     };
     (@feature) => { None };
     (@feature $bit:expr) => { Some($bit) };

@@ -125,10 +125,26 @@ impl<Ctx: DeviceContext> Device<Ctx> {
     }
 
     /// Resets the device: it stops using every buffer, and callbacks in flight have finished
-    /// when this returns. Idempotent. Only the adapter and the queue set reset a device.
+    /// when this returns (the reset is followed by `virtio_synchronize_cbs`, which virtio-mmio's
+    /// reset does not do itself). Idempotent. Only the adapter and the queue set reset a device.
+    /// Sleeps (waits for the queues' interrupts).
     pub(super) fn reset(&self) {
         // SAFETY: The device is valid by the type invariant.
-        unsafe { ffi::virtio_reset_device(self.as_raw()) }
+        unsafe { ffi::vballoon_reset_device(self.as_raw()) }
+    }
+
+    /// Whether the transport can read the config space (`config->get`); the C driver refuses
+    /// a device without.
+    pub(crate) fn can_read_config(&self) -> bool {
+        // SAFETY: The device is valid by the type invariant.
+        unsafe { ffi::vballoon_has_config_get(self.as_raw()) }
+    }
+
+    /// Stops the device for shutdown as the core's generic path does: breaks every queue,
+    /// waits out callbacks in flight and resets it (`virtio_device_shutdown`).
+    pub(super) fn shutdown(&self) {
+        // SAFETY: The device is valid by the type invariant.
+        unsafe { ffi::virtio_device_shutdown(self.as_raw()) }
     }
 
     /// Marks every queue broken: waits on the device end with an error instead of forever.

@@ -62,6 +62,12 @@ impl AckEvent {
         self.signal();
     }
 
+    /// Undoes [`AckEvent::abandon`]: overdue transfers wait on again. For a suspend, whose
+    /// teardown is bounded by `abandon`, once the device has been reset and set up afresh.
+    pub(crate) fn stop_abandoning(&self) {
+        self.abandoned.store(false, Ordering::Release);
+    }
+
     pub(super) fn is_abandoned(&self) -> bool {
         self.abandoned.load(Ordering::Acquire)
     }

@@ -19,7 +19,9 @@
 //! - [`attrs`]: read-only sysfs attributes under a bound device.
 //!
 //! Every `unsafe` block of the module that touches virtio is in this directory. No raw
-//! pointer, gfp flag or scatterlist appears in its API.
+//! pointer, gfp flag or scatterlist appears in its safe API; the one exception is the
+//! `unsafe fn` [`Segments::from_raw`], which the mm layer's reporting trampoline uses to wrap
+//! the scatterlist the kernel hands it (its contract is on the function).
 //!
 //! Where this differs from the 2026 "Add Rust virtio bindings" RFC, and why:
 //! - The RFC's `Virtqueues` deletes every queue of the device when dropped and can outlive the
@@ -61,5 +63,5 @@ pub(crate) use device::OfferedFeatures;
 pub(crate) use event::AckEvent;
 pub(crate) use id::{virtio_device_table, DeviceId, IdTable};
 pub(crate) use owned::{OwnedQueue, Returned};
-pub(crate) use queue::{Stream, Virtqueue, VqFactory};
+pub(crate) use queue::{QueueSpec, Stream, Virtqueue, VqFactory};
 pub(crate) use segments::Segments;

@@ -44,6 +44,9 @@ impl<R: DeviceReadable, W: OwnsSegments> OwnedQueue<R, W> {
     /// Wraps `vq`, which must have no buffer outstanding (a fresh queue).
     pub(crate) fn new(vq: Virtqueue) -> Result<Self> {
         let ring = vq.ring_size()?;
+        // Every posted buffer may have to be parked (dropping the queue): room for all of them
+        // now, so parking never allocates.
+        vq.reserve_parking(ring)?;
         Ok(Self {
             vq,
             ring,

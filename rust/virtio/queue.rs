@@ -79,6 +79,32 @@ impl Drop for VqSet {
     }
 }
 
+/// One queue to create: its name, and whether the driver hears of its used buffers.
+#[derive(Clone, Copy)]
+pub(crate) struct QueueSpec {
+    name: &'static CStr,
+    callback: bool,
+}
+
+impl QueueSpec {
+    /// A queue whose used buffers reach `Driver::vq_callback`.
+    pub(crate) const fn new(name: &'static CStr) -> Self {
+        Self {
+            name,
+            callback: true,
+        }
+    }
+
+    /// A queue without a callback (the driver polls it): the device sends no interrupt for
+    /// it, as a C driver's `NULL` callback.
+    pub(crate) const fn polled(name: &'static CStr) -> Self {
+        Self {
+            name,
+            callback: false,
+        }
+    }
+}
+
 /// The one-time right to create a binding's queues, handed to `probe` and `restore`.
 pub(crate) struct VqFactory<'a, T: Driver> {
     /// Only ever a `Device<Core>` (see `new`).
@@ -96,19 +122,24 @@ impl<'a, T: Driver> VqFactory<'a, T> {
         }
     }
 
-    /// Creates the device's virtqueues, in order, with the given names. Their callbacks reach
-    /// `T::vq_callback` with the queue's position in `names`. Consumes the factory: a binding
-    /// has one queue set.
-    pub(crate) fn create(self, names: &[&'static CStr]) -> Result<KVec<Virtqueue>> {
-        let n = names.len();
+    /// Creates the device's virtqueues, in order, as `specs` say. Their callbacks (where they
+    /// have one) reach `T::vq_callback` with the queue's position in `specs`. Consumes the
+    /// factory: a binding has one queue set.
+    pub(crate) fn create(self, specs: &[QueueSpec]) -> Result<KVec<Virtqueue>> {
+        let n = specs.len();
         let mut info = KVec::<ffi::virtqueue_info>::with_capacity(n, GFP_KERNEL)?;
         let mut raw = KVec::<*mut ffi::virtqueue>::with_capacity(n, GFP_KERNEL)?;
         let mut slots = KVec::with_capacity(n, GFP_KERNEL)?;
-        for name in names {
+        for spec in specs {
+            let name = spec.name;
             info.push(
                 ffi::virtqueue_info {
                     name: name.as_char_ptr(),
-                    callback: Some(Adapter::<T>::vq_callback),
+                    callback: if spec.callback {
+                        Some(Adapter::<T>::vq_callback)
+                    } else {
+                        None
+                    },
                     ctx: false,
                 },
                 GFP_KERNEL,
@@ -382,8 +413,12 @@ impl Virtqueue {
             // SAFETY: `vq` is live.
             if unsafe { ffi::virtqueue_is_broken(vq.as_ptr()) } {
                 // The device will never return the buffers: reset it so it lets go of them
-                // before the caller's borrow ends. The set is unusable from here on anyway.
+                // before the caller's borrow ends. Every queue is marked broken first, so no
+                // other user kicks the reset device and every other waiter (woken here) ends
+                // its wait with `EIO` too instead of waiting out its limit.
+                self.set.dev.mark_broken();
                 self.set.dev.reset();
+                acked.signal();
                 break Err(EIO);
             }
             let waited = elapsed();
@@ -404,9 +439,11 @@ impl Virtqueue {
                 );
             }
             if acked.is_abandoned() {
-                // Unbinding: end the wait. Broken first, so no other user kicks a reset device.
+                // Unbinding: end the wait. Broken first, so no other user kicks a reset device;
+                // other waiters on this event see the broken queue at once.
                 self.set.dev.mark_broken();
                 self.set.dev.reset();
+                acked.signal();
                 break Err(ETIMEDOUT);
             }
             acked.wait_changed(seen, WAIT_SLICE_MS);
@@ -439,17 +476,21 @@ impl Virtqueue {
         self.get_used().is_some()
     }
 
+    /// Makes room for `n` more buffers to be parked on this queue, so [`Virtqueue::park`]
+    /// never allocates (it may be called in any context).
+    pub(super) fn reserve_parking(&self, n: usize) -> Result {
+        self.slot()?.lock().parked.reserve(n, GFP_KERNEL)?;
+        Ok(())
+    }
+
     /// Hands a posted buffer to the set, which frees it once the device is reset (at revoke,
-    /// or when the set drops).
+    /// or when the set drops). Room was reserved by [`Virtqueue::reserve_parking`]; without
+    /// room the buffer is leaked rather than freed while the device may still use it.
     pub(super) fn park(&self, buf: KBox<dyn Send>) {
         match self.slot() {
             Ok(slot) => {
-                let mut s = slot.lock();
-                if s.parked.reserve(1, GFP_ATOMIC).is_err() {
-                    // Out of memory: leak it rather than free memory the device may use.
-                    core::mem::forget(buf);
-                } else if let Err(e) = s.parked.push_within_capacity(buf) {
-                    // Unreachable (room was just reserved); leak rather than free.
+                if let Err(e) = slot.lock().parked.push_within_capacity(buf) {
+                    // Unreachable with the room reserved; leak rather than free.
                     core::mem::forget(e.0);
                 }
             }
