@@ -10,8 +10,9 @@ use std::collections::HashSet;
 pub const F_STATS_VQ: u32 = 1;
 /// VIRTIO_BALLOON_F_DEFLATE_ON_OOM.
 pub const F_DEFLATE_ON_OOM: u32 = 2;
-/// VIRTIO_BALLOON_F_REPORTING. (MUST_TELL_HOST, FREE_PAGE_HINT and PAGE_POISON are never
-/// offered.)
+/// VIRTIO_BALLOON_F_PAGE_POISON: the guest writes `poison_val` (config bytes 12..16).
+pub const F_PAGE_POISON: u32 = 4;
+/// VIRTIO_BALLOON_F_REPORTING. (MUST_TELL_HOST and FREE_PAGE_HINT are never offered.)
 pub const F_REPORTING: u32 = 5;
 
 /// The balloon's page size: PFNs are 4 KiB frame numbers whatever the guest's page size.
@@ -33,7 +34,12 @@ pub fn parse_features(list: &str) -> Result<u64, String> {
             "stats" => 1 << F_STATS_VQ,
             "oom" => 1 << F_DEFLATE_ON_OOM,
             "reporting" => 1 << F_REPORTING,
-            other => return Err(format!("unknown feature {other:?} (stats, oom, reporting)")),
+            "poison" => 1 << F_PAGE_POISON,
+            other => {
+                return Err(format!(
+                    "unknown feature {other:?} (stats, oom, reporting, poison)"
+                ))
+            }
         };
     }
     Ok(bits)

@@ -306,7 +306,7 @@ fn reporting(st: &mut State, mem: &Mem, queue: u16, chain: &Chain) {
     for d in chain.descs.iter().filter(|d| d.write) {
         let (addr, len) = (d.addr, u64::from(d.len));
         bytes += len;
-        if st.checker.report_range(addr, len) && st.opts.discard {
+        if st.checker.report_range(addr, len) && st.opts.discard && st.may_discard_reported() {
             // Whole pages inside the range only.
             let start = addr.div_ceil(PAGE_SIZE) * PAGE_SIZE;
             let end = (addr + len) / PAGE_SIZE * PAGE_SIZE;
@@ -449,8 +449,19 @@ impl VhostUserBackend for BalloonBackend {
             }
         }
         let actual = u32::from_le_bytes([new[4], new[5], new[6], new[7]]);
+        let poison = u32::from_le_bytes([new[12], new[13], new[14], new[15]]);
+        // `poison_val` is the guest's to write when PAGE_POISON is offered (QEMU's
+        // `config_size` may leave it out: then `buf` never reaches it). QEMU writes back its
+        // whole copy, which may hold a value from before a reset: a write while the device is
+        // stopped (initialisation, before DRIVER_OK: where the spec puts the `poison_val`
+        // write) sets it whatever it holds, a write afterwards only if it changes the bytes.
+        let poison_written = st.poison_offered()
+            && offset as usize + buf.len() > 12
+            && offset < 16
+            && (!st.started || new[12..16] != st.last_served[12..16]);
         let owned_changed = new[0..4] != st.last_served[0..4]
-            || new[8..CONFIG_SIZE] != st.last_served[8..CONFIG_SIZE];
+            || new[8..12] != st.last_served[8..12]
+            || (!poison_written && new[12..CONFIG_SIZE] != st.last_served[12..CONFIG_SIZE]);
         // Before the first GET_CONFIG on this connection QEMU's copy may come from an
         // earlier back-end process (crash and restart): nothing to compare with.
         if st.config_served && owned_changed {
@@ -466,6 +477,11 @@ impl VhostUserBackend for BalloonBackend {
             ev!(st, "actual={actual} (num_pages={})", st.num_pages);
         }
         st.last_served[4..8].copy_from_slice(&actual.to_le_bytes());
+        if poison_written {
+            st.set_poison(poison);
+        }
+        // QEMU's copy holds what it just sent.
+        st.last_served[12..16].copy_from_slice(&new[12..16]);
         Ok(())
     }
 

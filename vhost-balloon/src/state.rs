@@ -25,8 +25,9 @@ use crate::notify::ConfigNotifier;
 pub type Mem = GuestMemoryAtomic<GuestMemoryMmap<()>>;
 pub type Vring = VringRwLock<Mem>;
 
-/// `num_pages`, `actual`, `free_page_hint_cmd_id`.
-pub const CONFIG_SIZE: usize = 12;
+/// `num_pages`, `actual`, `free_page_hint_cmd_id`, `poison_val` (QEMU's `config_size` may be
+/// 12, without `poison_val`).
+pub const CONFIG_SIZE: usize = 16;
 /// `out-of-order` returns its buffers once this many are held...
 pub const OUT_OF_ORDER_BATCH: usize = 4;
 /// ...or this long after the first arrived.
@@ -114,6 +115,15 @@ pub struct State {
     wrong_len_toggle: bool,
     pub discarded_pages: u64,
     pub discard_errors: u64,
+    /// The guest's `poison_val` (PAGE_POISON): as QEMU's device, zeroed at a reset, and while
+    /// it is non-zero reported pages are not discarded (they must keep the poison).
+    pub poison_val: u32,
+    /// Writes of `poison_val` by the guest since the host started.
+    pub poison_writes: u64,
+    /// `poison_val` as it was when the device stopped: a stop is a reset only if the rings
+    /// restart at 0, so a resume (VM paused) gets it back unless the guest wrote it since.
+    poison_stash: Option<u32>,
+    poison_written_since_stop: bool,
     pub log: EventLog,
 }
 
@@ -148,16 +158,43 @@ impl State {
             wrong_len_toggle: false,
             discarded_pages: 0,
             discard_errors: 0,
+            poison_val: 0,
+            poison_writes: 0,
+            poison_stash: None,
+            poison_written_since_stop: false,
             log,
         }
     }
 
-    /// The 12-byte config space, little endian.
+    /// The config space, little endian.
     pub fn config_bytes(&self) -> [u8; CONFIG_SIZE] {
         let mut c = [0u8; CONFIG_SIZE];
         c[0..4].copy_from_slice(&self.num_pages.to_le_bytes());
         c[4..8].copy_from_slice(&self.actual.to_le_bytes());
+        c[12..16].copy_from_slice(&self.poison_val.to_le_bytes());
         c
+    }
+
+    /// Whether PAGE_POISON was offered, so the guest may write `poison_val`.
+    pub fn poison_offered(&self) -> bool {
+        self.opts.features & (1 << crate::checker::F_PAGE_POISON) != 0
+    }
+
+    /// The guest wrote `poison_val`.
+    pub fn set_poison(&mut self, val: u32) {
+        self.poison_writes += 1;
+        self.poison_written_since_stop = true;
+        self.poison_stash = None;
+        if val != self.poison_val {
+            ev!(self, "poison_val={val:#x} (was {:#x})", self.poison_val);
+        }
+        self.poison_val = val;
+    }
+
+    /// Reported pages may be discarded (zeroed): not while the guest poisons free pages with
+    /// a non-zero value (QEMU's rule).
+    pub fn may_discard_reported(&self) -> bool {
+        self.poison_val == 0 || self.acked_features & (1 << crate::checker::F_PAGE_POISON) == 0
     }
 
     /// Puts `head` on `queue`'s used ring with `len`; the interrupt goes out at `flush`.
@@ -275,6 +312,12 @@ impl State {
         self.flush();
         self.was_stopped = true;
         self.started = false;
+        // QEMU's device zeroes `poison_val` at a reset; a stop may be one (see `check_restart`).
+        if self.poison_val != 0 {
+            self.poison_stash = Some(self.poison_val);
+            self.poison_val = 0;
+        }
+        self.poison_written_since_stop = false;
         ev!(
             self,
             "q{queue} stopped (GET_VRING_BASE), {n} held buffer(s) completed"
@@ -284,6 +327,10 @@ impl State {
     /// A device reset: the guest owns all its memory again; held buffers are forgotten.
     pub fn device_reset(&mut self, why: &str) {
         self.checker.reset();
+        self.poison_stash = None;
+        if !self.poison_written_since_stop {
+            self.poison_val = 0;
+        }
         self.held.clear();
         self.stats_held = None;
         ev!(
@@ -309,8 +356,18 @@ impl State {
         if bases.iter().all(|&b| b == 0) {
             self.device_reset("restarted with every ring at 0");
         } else {
-            self.restarts += 1;
+            self.restarts_as_resume();
             ev!(self, "resumed, ring bases {bases:?}: not a reset");
+        }
+    }
+
+    /// The device started again where its rings were (the VM paused): not a reset.
+    fn restarts_as_resume(&mut self) {
+        self.restarts += 1;
+        if let Some(v) = self.poison_stash.take() {
+            if !self.poison_written_since_stop {
+                self.poison_val = v;
+            }
         }
     }
 
@@ -396,6 +453,8 @@ impl State {
             "config_notifications": notifications,
             "discarded_pages": self.discarded_pages,
             "discard_errors": self.discard_errors,
+            "poison_val": self.poison_val,
+            "poison_writes": self.poison_writes,
             "regions": c.regions().iter().map(|&(s, l)| json!([s, l])).collect::<Vec<_>>(),
         })
     }
@@ -540,10 +599,32 @@ mod tests {
         let mut st = state();
         st.num_pages = 0x0102_0304;
         st.actual = 0x0a0b_0c0d;
+        st.poison_val = 0xaaaa_aaab;
         assert_eq!(
             st.config_bytes(),
-            [4, 3, 2, 1, 0xd, 0xc, 0xb, 0xa, 0, 0, 0, 0]
+            [4, 3, 2, 1, 0xd, 0xc, 0xb, 0xa, 0, 0, 0, 0, 0xab, 0xaa, 0xaa, 0xaa]
         );
+    }
+
+    #[test]
+    fn poison_val_survives_a_pause_but_not_a_reset() {
+        let mut st = state();
+        st.set_poison(0xaaaa_aaaa);
+        // Stopped, then resumed where the rings were: not a reset, the value comes back.
+        st.stop_queue(0);
+        assert_eq!(st.poison_val, 0);
+        st.restarts_as_resume();
+        assert_eq!(st.poison_val, 0xaaaa_aaaa);
+        // Stopped, then a reset: zero, as QEMU's device...
+        st.stop_queue(0);
+        st.device_reset("test");
+        assert_eq!(st.poison_val, 0);
+        // ...unless the guest wrote it again while the device was stopped.
+        st.stop_queue(0);
+        st.set_poison(0xaaaa_aaaa);
+        st.device_reset("test");
+        assert_eq!(st.poison_val, 0xaaaa_aaaa);
+        assert_eq!(st.poison_writes, 2);
     }
 
     #[test]
