@@ -802,3 +802,45 @@ mod counters {
         assert_eq!(attr(&s, Attr::ReportedPages), "0\n");
     }
 }
+
+mod wakeup {
+    use crate::balloon::wakeup::*;
+
+    #[test]
+    fn a_reason_arriving_while_another_finishes_keeps_the_hold() {
+        let mut w = Wakeup::default();
+        assert!(w.start(ADJUST), "first reason takes the source");
+        w.process(ADJUST);
+        // A stats request arrives while the resize work is still running.
+        assert!(!w.start(STATS), "already held");
+        assert!(
+            !w.finish(),
+            "the resize work must not drop the stats request's hold"
+        );
+        w.process(STATS);
+        assert!(w.finish(), "the stats work lets go: nothing pending");
+        assert!(!w.finish(), "once");
+    }
+
+    #[test]
+    fn a_new_target_during_the_resize_work_keeps_the_hold_for_the_next_run() {
+        let mut w = Wakeup::default();
+        assert!(w.start(ADJUST));
+        w.process(ADJUST);
+        // The host sets a new target before the run ends: the queued run handles it.
+        assert!(!w.start(ADJUST));
+        assert!(!w.finish());
+        w.process(ADJUST);
+        assert!(w.finish());
+    }
+
+    #[test]
+    fn clear_lets_go_once() {
+        let mut w = Wakeup::default();
+        assert!(!w.clear());
+        assert!(w.start(STATS));
+        assert!(w.clear());
+        assert!(!w.clear());
+        assert!(!w.finish());
+    }
+}

@@ -15,4 +15,5 @@ pub(crate) mod pfn;
 pub(crate) mod stats;
 pub(crate) mod target;
 pub(crate) mod validate;
+pub(crate) mod wakeup;
 pub(crate) mod wire;

@@ -23,7 +23,8 @@
 //! OOM notifier, which runs inside some task's failed allocation, only try-locks `state`,
 //! bounded by the host limit. The mm wrappers' registration mutexes are leaves, held only
 //! across their own (un)registration. `stats` → the stats queue's slot lock; `stats` is never
-//! held together with `state`. `stats_stop` is a leaf, taken in hard IRQ. The migration
+//! held together with `state`. `stats_stop` → `awake`, both taken in hard IRQ; `awake` is a
+//! leaf but for the PM core's own wakeup-source lock inside it. The migration
 //! callback only try-locks `state`, because compaction can be entered from an allocation made
 //! while `state` is held. `observe` is a leaf: the counters' readers (sysfs, debugfs) take no
 //! lock at all, so removing their files under it cannot wait on one of ours.
@@ -50,6 +51,7 @@ use crate::{
         stats::StatsBuf,
         target::buffers_in_flight,
         validate,
+        wakeup::{self, Wakeup},
         wire::WireEndian,
     },
     kext,
@@ -171,9 +173,10 @@ pub(crate) struct VBalloon {
     /// The reporting queue and the pages per report, with `REPORTING` (replaced on resume).
     #[pin]
     report_vq: Mutex<Option<(Virtqueue, usize)>>,
-    /// A config change or stats request is being handled: the device's wakeup source is held
-    /// (as the C driver does) so the system does not suspend half-way.
-    awake: AtomicBool,
+    /// Config changes and stats requests being handled: the device's wakeup source is held
+    /// while any is (as the C driver's mask does) so the system does not suspend half-way.
+    #[pin]
+    awake: SpinLockIrq<Wakeup>,
     /// What the balloon has done since bind, for operators (see [`observe`]).
     counters: Counters,
     /// Module parameter `block_kib` as this binding took it.
@@ -368,7 +371,7 @@ impl virtio::Driver for VBalloon {
                 deflate_on_oom,
                 endian,
                 report_vq <- new_mutex!(report_vq, "vballoon::report_vq"),
-                awake: AtomicBool::new(false),
+                awake <- new_spinlock_irq!(Wakeup::default(), "vballoon::awake"),
                 counters: Counters::new(),
                 block_kib,
                 observe <- new_mutex!(None, "vballoon::observe"),
@@ -401,8 +404,9 @@ impl virtio::Driver for VBalloon {
                 // SAFETY: A field of this `VBalloon`, whose drop empties it (`release_all`)
                 // before any other field goes.
                 list <- unsafe { BalloonList::new(adjust_managed) },
-                // SAFETY: Fields of this `VBalloon`, whose drop unregisters them first.
+                // SAFETY: A field of this `VBalloon`, whose drop unregisters it first.
                 oom <- unsafe { OomNotifier::new() },
+                // SAFETY: A field of this `VBalloon`, whose drop unregisters it first.
                 reporting <- unsafe { PageReporting::new() },
                 resize <- new_work!("vballoon::resize"),
                 retry <- new_delayed_work!("vballoon::retry"),
@@ -453,7 +457,7 @@ impl virtio::Driver for VBalloon {
         // Config changes are off before remove runs.
         this.target_changed.store(true, Ordering::Release);
         this.counters.config_changed(kext::boottime_ms());
-        this.stay_awake();
+        this.stay_awake(wakeup::ADJUST);
         Self::hint_requested(this);
         Self::kick(this);
     }

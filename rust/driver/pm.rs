@@ -16,7 +16,6 @@ use crate::{
     mm,
     virtio::{BufferQueue, Device, VqFactory},
 };
-use core::sync::atomic::Ordering;
 use kernel::{device::Core, prelude::*};
 
 impl VBalloon {
@@ -107,16 +106,33 @@ impl VBalloon {
         Ok(())
     }
 
-    /// Holds the device's wakeup source (any context). Idempotent.
-    pub(super) fn stay_awake(&self) {
-        if !self.awake.swap(true, Ordering::AcqRel) {
+    /// An event for `reason` (a `wakeup` bit) arrived: hold the device's wakeup source until
+    /// its work is done (any context).
+    pub(super) fn stay_awake(&self, reason: u32) {
+        let mut w = self.awake.lock();
+        if w.start(reason) {
             self.dev.stay_awake();
         }
     }
 
-    /// Lets go of the device's wakeup source. Idempotent.
+    /// The work for `reason` starts handling it.
+    pub(super) fn awake_processing(&self, reason: u32) {
+        self.awake.lock().process(reason);
+    }
+
+    /// A work is done: lets go of the wakeup source unless another event came in meanwhile
+    /// (its work, queued, lets go when it is done).
+    pub(super) fn awake_done(&self) {
+        let mut w = self.awake.lock();
+        if w.finish() {
+            self.dev.relax();
+        }
+    }
+
+    /// Teardown or suspend: lets go of the wakeup source whatever is pending. Idempotent.
     pub(super) fn relax(&self) {
-        if self.awake.swap(false, Ordering::AcqRel) {
+        let mut w = self.awake.lock();
+        if w.clear() {
             self.dev.relax();
         }
     }

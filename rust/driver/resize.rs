@@ -449,6 +449,7 @@ impl WorkItem<0> for VBalloon {
     type Pointer = Arc<VBalloon>;
 
     fn run(this: Arc<VBalloon>) {
+        this.awake_processing(crate::balloon::wakeup::ADJUST);
         let step = {
             let mut st = this.state.lock();
             if st.stopping {
@@ -475,9 +476,10 @@ impl WorkItem<0> for VBalloon {
             Some(Step::AtFloor) => Some(FLOOR_RETRY_MS),
             Some(Step::Done) | None => None,
         };
-        // Idle (done, stopped, or waiting for room above the floor): the system may suspend.
+        // Idle (done, stopped, or waiting for room above the floor): the system may suspend,
+        // unless a new target or a stats request came in meanwhile.
         if matches!(step, Some(Step::AtFloor) | Some(Step::Done) | None) || delay.is_none() {
-            this.relax();
+            this.awake_done();
         }
         if let Some(delay) = delay {
             let st = this.state.lock();

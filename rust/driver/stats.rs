@@ -70,6 +70,8 @@ impl VBalloon {
     pub(super) fn stats_requested(this: ArcBorrow<'_, Self>) {
         let stop = this.stats_stop.lock();
         if !*stop {
+            // Held until the stats work has answered, as the C driver does.
+            this.stay_awake(crate::balloon::wakeup::STATS);
             // Already queued is fine: the queued run answers this request.
             let _ = workqueue::system_freezable().enqueue::<Arc<Self>, 1>(Arc::<Self>::from(this));
         }
@@ -110,6 +112,8 @@ impl WorkItem<1> for VBalloon {
     type Pointer = Arc<VBalloon>;
 
     fn run(this: Arc<VBalloon>) {
+        this.awake_processing(crate::balloon::wakeup::STATS);
         this.refresh_stats();
+        this.awake_done();
     }
 }
