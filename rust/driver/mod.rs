@@ -294,7 +294,7 @@ impl virtio::Driver for VBalloon {
         let inflate = vqs.next().ok_or(EINVAL)?;
         let deflate = vqs.next().ok_or(EINVAL)?;
         let stats_queue = if map.index(Queue::Stats).is_some() {
-            Some(BufferQueue::new(vqs.next().ok_or(EINVAL)?))
+            Some(BufferQueue::new(vqs.next().ok_or(EINVAL)?)?)
         } else {
             None
         };

@@ -84,7 +84,7 @@ impl VBalloon {
         let inflate = vqs.next().ok_or(EINVAL)?;
         let deflate = vqs.next().ok_or(EINVAL)?;
         let stats = match self.queues.index(Queue::Stats) {
-            Some(_) => Some(BufferQueue::new(vqs.next().ok_or(EINVAL)?)),
+            Some(_) => Some(BufferQueue::new(vqs.next().ok_or(EINVAL)?)?),
             None => None,
         };
         let hint = hint_queue(dev, &self.queues, &mut vqs)?;

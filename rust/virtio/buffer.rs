@@ -42,9 +42,11 @@ pub(crate) struct BufferQueue<B: DeviceReadable> {
 }
 
 impl<B: DeviceReadable> BufferQueue<B> {
-    /// Wraps `vq`, which must have no buffer outstanding (a fresh queue).
-    pub(crate) fn new(vq: Virtqueue) -> Self {
-        Self { vq, posted: None }
+    /// Wraps `vq`, which must have no buffer outstanding (a fresh queue). Reserves room to
+    /// park the one buffer at drop, so dropping never allocates (nor leaks it).
+    pub(crate) fn new(vq: Virtqueue) -> Result<Self> {
+        vq.reserve_parking(1)?;
+        Ok(Self { vq, posted: None })
     }
 
     /// Posts `buf` and notifies the device. With a buffer already outstanding, or when the ring

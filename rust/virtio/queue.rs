@@ -66,9 +66,11 @@ impl VqSet {
             unsafe { ffi::vballoon_del_vqs(self.dev.as_raw()) };
         }
         // The device is reset (now or at an earlier revoke): nothing reads these any more.
+        // Cleared in place, so the reserved room stays: a buffer parked after this (its owner
+        // dropped late) still finds room, and is freed when the set drops. (Dropping a parked
+        // buffer takes no lock of ours.)
         for slot in &self.slots {
-            let parked = core::mem::take(&mut slot.lock().parked);
-            drop(parked);
+            slot.lock().parked.clear();
         }
     }
 }
