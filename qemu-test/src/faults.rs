@@ -198,14 +198,18 @@ fn probe_failures(vm: &mut Vm, total0: u64) -> Result<u32> {
     let (mut insmod_failed, mut probe_failed, mut absorbed) = (0, 0, 0);
     let mut tried = std::collections::BTreeSet::new();
     let (mut n, mut stride, mut in_ready) = (1u32, 1u32, false);
+    // While back-filling, every N up to this one is tried, whatever they show.
+    let (mut backfill_to, mut backfills) = (0u32, 0u32);
     while n <= MAX_N {
         let t = try_nth(vm, n)?;
         let absorbed_now = t.hit == 1 && t.rc == 0 && t.bound;
         if stride > 1 && !absorbed_now {
-            // Something else lies within the stride: back to the first N skipped.
+            // Something else lies within the stride: back to the first N skipped, and every
+            // N through this one (which is then tried and checked again) one by one.
+            backfill_to = n;
+            backfills += 1;
             n = n + 1 - stride;
             stride = 1;
-            in_ready = false;
             continue;
         }
         let first = tried.insert(n);
@@ -220,7 +224,8 @@ fn probe_failures(vm: &mut Vm, total0: u64) -> Result<u32> {
             println!(
                 "    insmod + probe make {} allocations; failing each of {} of them (in `ready`, \
                  every {SAMPLE_STRIDE}th): insmod failed {insmod_failed}x, probe failed \
-                 {probe_failed}x, absorbed (bound anyway) {absorbed}x",
+                 {probe_failed}x, absorbed (bound anyway) {absorbed}x; back-filled a stride \
+                 {backfills}x",
                 n - 1,
                 tried.len() - 1
             );
@@ -253,7 +258,7 @@ fn probe_failures(vm: &mut Vm, total0: u64) -> Result<u32> {
             total0 / MIB
         );
         in_ready |= t.in_ready;
-        if in_ready && absorbed_now {
+        if in_ready && absorbed_now && n >= backfill_to {
             stride = SAMPLE_STRIDE;
         }
         n += stride;
