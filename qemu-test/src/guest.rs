@@ -287,7 +287,7 @@ fn host_tsc_khz() -> Result<u64> {
 
 /// Kernel log patterns that always fail a scenario: warnings, bugs, lockdep and
 /// memory-checker reports, Rust panics, lockups.
-const SPLATS: [&str; 15] = [
+pub const SPLATS: [&str; 15] = [
     "WARNING:",
     "BUG:",
     "BUG ",
@@ -818,17 +818,25 @@ impl Vm {
     }
 
     /// Powers the guest off and waits for QEMU to exit.
-    pub fn shutdown(mut self) -> Result<()> {
+    pub fn shutdown(self) -> Result<()> {
+        self.poweroff(Duration::from_secs(30)).map(drop)
+    }
+
+    /// Powers the guest off (`poweroff -f`: the kernel's shutdown path, every driver's
+    /// `.shutdown`, no init scripts) and waits up to `timeout` for QEMU to exit by itself.
+    /// Returns how long that took, or `None` if the guest did not go down (QEMU is then told
+    /// to quit).
+    pub fn poweroff(mut self, timeout: Duration) -> Result<Option<Duration>> {
         let _ = self.shell.cmd.get_mut().write_all(b"sync; poweroff -f\n");
         let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(30) {
+        while start.elapsed() < timeout {
             if self.child.try_wait()?.is_some() {
-                return Ok(());
+                return Ok(Some(start.elapsed()));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         let _ = self.qmp.execute(&qmp::quit {});
-        Ok(())
+        Ok(None)
     }
 }
 

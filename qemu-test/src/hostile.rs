@@ -213,6 +213,12 @@ pub fn boot_vhost(
     let dir = host_dir(ctx, name);
     let _ = std::fs::remove_dir_all(&dir);
     let host = Host::start(&host_bin()?, &dir, features)?;
+    // `poison_val` (bytes 12..16) only where the host offers PAGE_POISON, as QEMU's device.
+    let config_size = if features.split(',').any(|f| f == "poison") {
+        16
+    } else {
+        12
+    };
     let opts = VmOpts {
         qemu: Some(qemu.to_path_buf()),
         balloon_device: String::new(),
@@ -235,7 +241,7 @@ pub fn boot_vhost(
             driver: "vhost-user-device-pci".into(),
             id: "balloon0".into(),
             props: serde_json::json!({
-                "chardev": "vb", "virtio-id": 5, "num_vqs": 4, "config_size": 12, "vq_size": ring
+                "chardev": "vb", "virtio-id": 5, "num_vqs": 4, "config_size": config_size, "vq_size": ring
             }),
         }),
         ..VmOpts::default()

@@ -20,6 +20,7 @@ mod pressure;
 mod reboot;
 mod reporting;
 mod scenarios;
+mod soundness;
 mod stats;
 mod stress;
 mod transport;

@@ -14,7 +14,7 @@ use std::time::Duration;
 const AFTER_SUSPEND: Duration = Duration::from_secs(90);
 
 /// Tries to suspend the guest; returns the shell's exit code and the new kernel log lines.
-fn try_suspend(vm: &mut Vm) -> Result<(i32, String)> {
+pub fn try_suspend(vm: &mut Vm) -> Result<(i32, String)> {
     let before = vm.dmesg()?.lines().count();
     let (rc, _) = vm.sh_rc(
         "echo devices > /sys/power/pm_test && echo freeze > /sys/power/state",

@@ -565,6 +565,8 @@ pub fn all() -> Vec<Scenario> {
         ("unbind_bind", unbind_bind),
         ("cycles_exact", cycles_exact),
         ("compaction_migrates", compaction_migrates),
+        ("teardown_compaction", crate::soundness::teardown_compaction),
+        ("shutdown_clean", crate::soundness::shutdown_clean),
         ("stats_vballoon", |c| {
             crate::stats::stats_scenario(c, Drv::Rust)
         }),
@@ -573,6 +575,7 @@ pub fn all() -> Vec<Scenario> {
         }),
         ("stats_side_by_side", crate::stats::stats_side_by_side),
         ("suspend_resume", crate::pm::suspend_resume),
+        ("poison_resume", crate::soundness::poison_resume),
         ("reboot_reinflates", crate::reboot::reboot_reinflates),
         ("hint_migration", crate::hint::hint_migration),
         ("hint_pressure", crate::hint::hint_pressure),
