@@ -24,7 +24,9 @@ use kernel::{
     sync::{aref::ARef, Arc, Mutex},
 };
 
-/// What a queue's slot holds while the binding lives.
+/// What a queue's slot holds while the binding lives. Its mutex is taken inside reclaim (the
+/// balloon's shrinker reaps the free page queue), so nothing that can enter reclaim runs with
+/// it held: ring adds are `GFP_NOWAIT`, parking room is allocated outside it.
 struct Slot {
     /// The queue's name, for log lines.
     name: &'static CStr,
@@ -480,9 +482,37 @@ impl Virtqueue {
 
     /// Makes room for `n` more buffers to be parked on this queue, so [`Virtqueue::park`]
     /// never allocates (it may be called in any context).
+    ///
+    /// The room is allocated with the slot's lock released: the shrinker takes slot locks
+    /// inside reclaim (it reaps the free page queue), so nothing may enter reclaim holding one.
     pub(super) fn reserve_parking(&self, n: usize) -> Result {
-        self.slot()?.lock().parked.reserve(n, GFP_KERNEL)?;
-        Ok(())
+        let slot = self.slot()?;
+        loop {
+            let want = {
+                let s = slot.lock();
+                if s.parked.capacity().saturating_sub(s.parked.len()) >= n {
+                    return Ok(());
+                }
+                s.parked.len().checked_add(n).ok_or(ENOMEM)?
+            };
+            let mut room = KVec::with_capacity(want, GFP_KERNEL)?;
+            let mut s = slot.lock();
+            if room.capacity().saturating_sub(s.parked.len()) < n {
+                // More was parked meanwhile: size it again.
+                continue;
+            }
+            while let Some(buf) = s.parked.pop() {
+                if let Err(e) = room.push_within_capacity(buf) {
+                    // Unreachable: `room` holds at least `len` more. Leak, never free a
+                    // buffer the device may still use.
+                    core::mem::forget(e.0);
+                }
+            }
+            let old = core::mem::replace(&mut s.parked, room);
+            drop(s);
+            drop(old);
+            return Ok(());
+        }
     }
 
     /// Hands a posted buffer to the set, which frees it once the device is reset (at revoke,
