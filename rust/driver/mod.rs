@@ -26,8 +26,9 @@
 //! held together with `state`. `stats_stop` → `awake`, both taken in hard IRQ; `awake` is a
 //! leaf but for the PM core's own wakeup-source lock inside it. The migration
 //! callback only try-locks `state`, because compaction can be entered from an allocation made
-//! while `state` is held. `observe` is a leaf: the counters' readers (sysfs, debugfs) take no
-//! lock at all, so removing their files under it cannot wait on one of ours.
+//! while `state` is held. `observe` → `observe::ROOT` (the module-wide debugfs directory's
+//! mutex, a leaf); the counters' readers (sysfs, debugfs) take no lock at all, so removing
+//! their files under either cannot wait on one of ours.
 
 mod hint;
 mod migrate;
@@ -265,6 +266,10 @@ impl virtio::Driver for VBalloon {
         F_PAGE_POISON,
         F_REPORTING,
     ];
+
+    fn module_init() {
+        observe::module_init();
+    }
 
     fn validate(_dev: &Device<Core<'_>>, features: &mut OfferedFeatures<'_>) -> Result {
         let refused = validate::refused(mm::freed_pages(), |bit| features.has(bit));

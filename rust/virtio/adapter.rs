@@ -43,6 +43,10 @@ pub(crate) trait Driver: Send + Sync + Sized + 'static {
     /// Feature bits the driver understands (offered to negotiation).
     const FEATURES: &'static [u32];
 
+    /// At module load, before the driver registers (so before any probe): set up what every
+    /// binding shares. It must stay sound if called again.
+    fn module_init() {}
+
     /// Before feature negotiation completes: may refuse offered features.
     fn validate(_dev: &Device<Core<'_>>, _features: &mut OfferedFeatures<'_>) -> Result {
         build_error!(VTABLE_DEFAULT_ERROR)
@@ -378,10 +382,33 @@ impl<T: Driver> Adapter<T> {
 }
 
 /// Declares a kernel module whose one job is registering virtio driver `type`, with the
-/// `module!` fields that follow it.
+/// `module!` fields that follow it. [`Driver::module_init`] runs first.
 macro_rules! module_virtio_driver {
-    ($($f:tt)*) => {
-        ::kernel::module_driver!(<T>, $crate::virtio::Adapter<T>, { $($f)* });
+    (type: $type:ty, $($f:tt)*) => {
+        #[::kernel::prelude::pin_data]
+        struct DriverModule {
+            #[pin]
+            _driver: ::kernel::driver::Registration<$crate::virtio::Adapter<$type>>,
+        }
+
+        impl ::kernel::InPlaceModule for DriverModule {
+            fn init(
+                module: &'static ::kernel::ThisModule,
+            ) -> impl ::pin_init::PinInit<Self, ::kernel::error::Error> {
+                <$type as $crate::virtio::Driver>::module_init();
+                ::kernel::try_pin_init!(Self {
+                    _driver <- ::kernel::driver::Registration::new(
+                        <Self as ::kernel::ModuleMetadata>::NAME,
+                        module,
+                    ),
+                })
+            }
+        }
+
+        ::kernel::prelude::module! {
+            type: DriverModule,
+            $($f)*
+        }
     };
 }
 pub(crate) use module_virtio_driver;
