@@ -206,6 +206,20 @@ pub fn boot_vhost(
     features: &str,
     ring: u32,
 ) -> Result<(Vm, Host)> {
+    boot_vhost_beside(ctx, name, mem_mib, append, features, ring, "")
+}
+
+/// As [`boot_vhost`], with QEMU's own balloon device `balloon_device` (a `-device` argument;
+/// empty for none) beside the vhost-user one.
+pub fn boot_vhost_beside(
+    ctx: &Ctx,
+    name: &str,
+    mem_mib: u64,
+    append: &str,
+    features: &str,
+    ring: u32,
+    balloon_device: &str,
+) -> Result<(Vm, Host)> {
     let qemu = ctx
         .vhost_qemu
         .ok_or_else(|| anyhow!("no vhost-user QEMU (--vhost-qemu; scripts/qemu.sh builds it)"))?;
@@ -221,7 +235,7 @@ pub fn boot_vhost(
     };
     let opts = VmOpts {
         qemu: Some(qemu.to_path_buf()),
-        balloon_device: String::new(),
+        balloon_device: balloon_device.into(),
         machine: Some("pc,memory-backend=mem".into()),
         mem_mib,
         append: append.into(),

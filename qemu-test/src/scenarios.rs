@@ -536,8 +536,9 @@ pub type Scenario = (&'static str, fn(&Ctx) -> Result<()>);
 /// Matrices and controls that run on the test kernel only: the debug kernel runs each feature
 /// once (its scenario above), which is where its checkers (lockdep, KFENCE, kmemleak, CFI) add
 /// something.
-pub const TEST_KERNEL_ONLY: [&str; 9] = [
+pub const TEST_KERNEL_ONLY: [&str; 10] = [
     "feature_matrix",
+    "two_devices",
     "hotplug_and_burst",
     "memory_pressure",
     "hostile_small_ring",
@@ -567,6 +568,7 @@ pub fn all() -> Vec<Scenario> {
         ("compaction_migrates", compaction_migrates),
         ("teardown_compaction", crate::soundness::teardown_compaction),
         ("shutdown_clean", crate::soundness::shutdown_clean),
+        ("two_devices", crate::soundness::two_devices),
         ("stats_vballoon", |c| {
             crate::stats::stats_scenario(c, Drv::Rust)
         }),

@@ -2,7 +2,7 @@
 //! flight, and `poison_val` after a resume.
 
 use crate::guest::{Vm, VmOpts, GIB, MIB, SPLATS};
-use crate::hostile::boot_vhost;
+use crate::hostile::{boot_vhost, boot_vhost_beside};
 use crate::pm::try_suspend;
 use crate::scenarios::{load, Ctx, Drv, MOVE_TIMEOUT};
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -305,6 +305,108 @@ pub fn poison_resume(ctx: &Ctx) -> Result<()> {
         vm.shutdown()?;
     }
     Ok(())
+}
+
+/// Two balloon devices in one guest: QEMU's `virtio-balloon-pci` and the vhost-user one, both
+/// offering free page reporting. Both bind and balloon (MemTotal falls by the sum of their
+/// targets), each has its view in `/sys/kernel/debug/vballoon/`, and the kernel, which takes
+/// one page-reporting device, leaves the second working without reporting with one line that
+/// says so. Unbinding one leaves the other's view readable; binding it again brings its view
+/// and its balloon back; rmmod gives everything back and removes the directory.
+pub fn two_devices(ctx: &Ctx) -> Result<()> {
+    let (mut vm, host) = boot_vhost_beside(
+        ctx,
+        "two_devices",
+        GUEST_MIB,
+        "",
+        "stats,reporting",
+        128,
+        "virtio-balloon-pci,id=qballoon,free-page-reporting=on",
+    )?;
+    let start = vm.mem_total()?;
+    load(&mut vm, Drv::Rust)?;
+    let list = |vm: &mut Vm, dir: &str| -> Result<Vec<String>> {
+        Ok(vm
+            .sh(&format!(
+                "ls {dir} 2>/dev/null | grep '^virtio' | sort; true"
+            ))?
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect())
+    };
+    let bound = list(&mut vm, "/sys/bus/virtio/drivers/vballoon")?;
+    let views = list(&mut vm, "/sys/kernel/debug/vballoon")?;
+    println!("    bound: {bound:?}; debugfs views: {views:?}");
+    ensure!(
+        bound.len() == 2,
+        "vballoon bound {bound:?}, wanted both devices"
+    );
+    ensure!(
+        views == bound,
+        "debugfs has views {views:?} for the bound devices {bound:?}"
+    );
+    let (qemu_mib, vhost_mib) = (256, 512);
+    let inflate = |vm: &mut Vm, what: &str| -> Result<()> {
+        vm.balloon((GUEST_MIB - qemu_mib) * MIB)?;
+        host.target_mib(vhost_mib)?;
+        vm.wait_actual((GUEST_MIB - qemu_mib) * MIB, MOVE_TIMEOUT)
+            .with_context(|| format!("{what}: QEMU's balloon"))?;
+        host.wait_actual(vhost_mib, MOVE_TIMEOUT)
+            .with_context(|| format!("{what}: the vhost-user balloon"))?;
+        let total = vm.mem_total()?;
+        ensure!(
+            start - total == (qemu_mib + vhost_mib) * MIB,
+            "{what}: MemTotal fell {} MiB for {qemu_mib} + {vhost_mib} MiB in the two balloons",
+            (start - total) / MIB
+        );
+        Ok(())
+    };
+    inflate(&mut vm, "both bound")?;
+    let log = vm.dmesg()?;
+    let off: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("free page reporting off"))
+        .collect();
+    println!("    {off:?}");
+    ensure!(
+        off.len() == 1 && off[0].contains("another device already reports"),
+        "wanted one 'free page reporting off' line naming the other device, saw {off:?}"
+    );
+    // One goes, the other stays observable.
+    let (gone, kept) = (&bound[0], &bound[1]);
+    vm.sh(&format!(
+        "echo {gone} > /sys/bus/virtio/drivers/vballoon/unbind"
+    ))?;
+    let views = list(&mut vm, "/sys/kernel/debug/vballoon")?;
+    ensure!(
+        views == [kept.clone()],
+        "after unbinding {gone}, debugfs has {views:?}"
+    );
+    let view = vm.sh(&format!("cat /sys/kernel/debug/vballoon/{kept}"))?;
+    ensure!(
+        !view.trim().is_empty(),
+        "{kept}'s view is empty after {gone} went"
+    );
+    vm.sh(&format!(
+        "echo {gone} > /sys/bus/virtio/drivers/vballoon/bind"
+    ))?;
+    let views = list(&mut vm, "/sys/kernel/debug/vballoon")?;
+    ensure!(
+        views == bound,
+        "after binding {gone} again, debugfs has {views:?}"
+    );
+    inflate(&mut vm, "after the rebind")?;
+    let (rc, out) = vm.sh_rc(Drv::Rust.rmmod(), Duration::from_secs(60))?;
+    ensure!(rc == 0, "rmmod: {out}");
+    let left = vm.sh("ls -d /sys/kernel/debug/vballoon 2>/dev/null; true")?;
+    ensure!(left.trim().is_empty(), "left after rmmod: {left}");
+    ensure!(
+        vm.mem_total()? == start,
+        "MemTotal not back at its start after rmmod"
+    );
+    vm.assert_dmesg_clean()?;
+    host.assert_protocol_clean()?;
+    vm.shutdown()
 }
 
 fn num(v: &serde_json::Value, key: &str) -> Result<u64> {
