@@ -14,6 +14,7 @@
 #include <linux/pm_wakeup.h>
 #include <linux/shrinker.h>
 #include <linux/gfp.h>
+#include <linux/wait.h>
 #include <linux/module.h>
 #include <linux/device.h>
 #include <linux/sysfs.h>
@@ -145,6 +146,29 @@ unsigned int vballoon_page_shift(void)
 bool vballoon_flush_delayed_work(struct delayed_work *dwork)
 {
 	return flush_delayed_work(dwork);
+}
+
+void vballoon_init_waitqueue(struct wait_queue_head *wq)
+{
+	init_waitqueue_head(wq);
+}
+
+/* Any context, hard IRQ included (the queue's lock is IRQ-safe). */
+void vballoon_wake_all(struct wait_queue_head *wq)
+{
+	wake_up_all(wq);
+}
+
+/*
+ * Sleeps until *seq differs from seen, at most timeout jiffies, in TASK_IDLE: a pending signal
+ * does not end the sleep (the host's answer or the timeout does), and the sleep does not count
+ * as load. The writer updates *seq before vballoon_wake_all(), whose queue lock orders it with
+ * the waiter's check. Returns the jiffies left (0: timed out).
+ */
+long vballoon_wait_seq_changed(struct wait_queue_head *wq, const u64 *seq, u64 seen,
+			       unsigned long timeout)
+{
+	return wait_event_idle_timeout(*wq, READ_ONCE(*seq) != seen, timeout);
 }
 
 struct page *vballoon_dequeue_one(struct balloon_dev_info *info)

@@ -19,6 +19,7 @@ struct scatterlist;
 struct notifier_block;
 struct device;
 struct page_reporting_dev_info;
+struct wait_queue_head;
 
 int vballoon_cread_le32(struct virtio_device *vdev, unsigned int offset, u32 *val);
 int vballoon_cwrite_le32(struct virtio_device *vdev, unsigned int offset, u32 val);
@@ -38,6 +39,10 @@ unsigned long vballoon_isolated_pages(struct balloon_dev_info *info);
 unsigned long vballoon_mem_available_pages(void);
 unsigned int vballoon_page_shift(void);
 bool vballoon_flush_delayed_work(struct delayed_work *dwork);
+void vballoon_init_waitqueue(struct wait_queue_head *wq);
+void vballoon_wake_all(struct wait_queue_head *wq);
+long vballoon_wait_seq_changed(struct wait_queue_head *wq, const u64 *seq, u64 seen,
+			       unsigned long timeout);
 struct page *vballoon_dequeue_one(struct balloon_dev_info *info);
 unsigned long vballoon_node_page_state(unsigned int item);
 struct page *vballoon_balloon_block_alloc(unsigned int order);

@@ -4,16 +4,14 @@
 //! with the driver's patience for the device: how long a wait may last before it is overdue,
 //! and whether overdue waits are to be ended by resetting the device.
 
+use crate::ffi;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use kernel::{
-    new_condvar, new_spinlock_irq,
-    prelude::*,
-    sync::{CondVar, CondVarTimeoutResult, SpinLockIrq},
-    time::{delay::fsleep, msecs_to_jiffies, Delta},
-};
+use kernel::{prelude::*, time::msecs_to_jiffies, types::Opaque};
 
-/// The waiter re-checks its condition under the event's IRQ-safe lock, so a signal that comes
-/// between the check and the sleep is never lost.
+/// The waiter re-checks the count after queueing itself on the wait queue, and the signaller
+/// bumps the count before waking the queue (whose lock orders the two), so a signal that comes
+/// between the check and the sleep is never lost. Waits sleep in `TASK_IDLE`: a signal to the
+/// waiting task (rmmod's) does not end them, only the device's answer or the slice does.
 ///
 /// A transfer waiting on this event is *overdue* once the device has not used its buffers for
 /// `limit_ms`. An overdue transfer keeps waiting (its buffers may still be used by the device,
@@ -21,10 +19,11 @@ use kernel::{
 /// resets the device, after which the device uses no buffer, and returns `ETIMEDOUT`.
 #[pin_data]
 pub(crate) struct AckEvent {
+    /// Bumped by every signal.
+    seq: AtomicU64,
+    /// Where waiters sleep.
     #[pin]
-    seq: SpinLockIrq<u64>,
-    #[pin]
-    cv: CondVar,
+    wq: Opaque<ffi::wait_queue_head>,
     limit_ms: u32,
     abandoned: AtomicBool,
     overdue: AtomicU32,
@@ -36,8 +35,10 @@ impl AckEvent {
     /// A new event; waits on it are overdue after `limit_ms` (at least 1).
     pub(crate) fn new(limit_ms: u32) -> impl PinInit<Self> {
         pin_init!(Self {
-            seq <- new_spinlock_irq!(0, "vballoon::AckEvent::seq"),
-            cv <- new_condvar!("vballoon::AckEvent::cv"),
+            seq: AtomicU64::new(0),
+            // SAFETY: `slot` is valid, pinned memory for a wait queue head, initialised here
+            // before any use.
+            wq <- Opaque::ffi_init(|slot| unsafe { ffi::vballoon_init_waitqueue(slot) }),
             limit_ms: limit_ms.max(1),
             abandoned: AtomicBool::new(false),
             overdue: AtomicU32::new(0),
@@ -86,37 +87,35 @@ impl AckEvent {
         self.overdue.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// Signals the event. Safe in hard-IRQ context (an IRQ-safe spinlock and a wake-up).
+    /// Signals the event. Safe in hard-IRQ context (an atomic and a wake-up).
     pub(crate) fn signal(&self) {
-        let mut seq = self.seq.lock();
-        *seq = seq.wrapping_add(1);
-        drop(seq);
-        self.cv.notify_all();
+        self.seq.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: `wq` was initialised by `new` and lives as long as `self`.
+        unsafe { ffi::vballoon_wake_all(self.wq.get()) };
     }
 
     /// The event's current count, to pass to [`AckEvent::wait_changed`].
     pub(super) fn current(&self) -> u64 {
-        *self.seq.lock()
+        self.seq.load(Ordering::SeqCst)
     }
 
     /// Sleeps until the event has been signalled since `seen` was read, at most `slice_ms`.
     pub(super) fn wait_changed(&self, seen: u64, slice_ms: u32) {
-        let mut g = self.seq.lock();
-        while *g == seen {
-            match self
-                .cv
-                .wait_interruptible_timeout(&mut g, msecs_to_jiffies(slice_ms))
-            {
-                CondVarTimeoutResult::Woken { .. } => {}
-                CondVarTimeoutResult::Timeout => break,
-                CondVarTimeoutResult::Signal { .. } => {
-                    // A signal to the waiting task (rmmod) must not turn the wait into a busy
-                    // loop; the host's answer is what ends it.
-                    drop(g);
-                    fsleep(Delta::from_millis(1));
-                    break;
-                }
-            }
-        }
+        // SAFETY: `wq` was initialised by `new`; `seq` is a live `u64` the C side only reads
+        // (with `READ_ONCE`, as the atomic's own loads do); both outlive the call.
+        unsafe {
+            ffi::vballoon_wait_seq_changed(
+                self.wq.get(),
+                self.seq.as_ptr(),
+                seen,
+                msecs_to_jiffies(slice_ms),
+            )
+        };
     }
 }
+
+// SAFETY: The wait queue head is only used through the kernel's wait-queue functions, which
+// serialise on its own IRQ-safe lock, from any thread and context; the rest is atomics.
+unsafe impl Send for AckEvent {}
+// SAFETY: As for `Send`: shared use goes through the wait queue's lock or atomics.
+unsafe impl Sync for AckEvent {}
