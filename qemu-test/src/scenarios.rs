@@ -368,12 +368,18 @@ pub fn compaction_migrates(ctx: &Ctx) -> Result<()> {
     let zones0 = managed_by_zone(&mut vm)?;
     ensure!(!zones0.is_empty(), "no managed counts in /proc/zoneinfo");
     load(&mut vm, Drv::Rust)?;
-    // Interleave balloon pages with file pages, then free the file: compaction then has
-    // balloon pages below free holes to move.
-    vm.sh("dd if=/dev/zero of=/tmp/fill bs=1M count=700 2>/dev/null")?;
-    vm.balloon(GIB)?;
-    vm.wait_actual(GIB, MOVE_TIMEOUT)?;
-    vm.sh("rm /tmp/fill")?;
+    // Interleave balloon pages with file pages (8 rounds of 80 MiB of file, then 128 MiB more
+    // balloon), then free the files: compaction then has balloon pages below free holes
+    // wherever the allocator put them. (One file, then the whole balloon, left that to
+    // chance: with the file below the balloon there is nothing to move.)
+    for round in 1..=8u64 {
+        vm.sh(&format!(
+            "dd if=/dev/zero of=/tmp/fill{round} bs=1M count=80 2>/dev/null"
+        ))?;
+        vm.balloon(2 * GIB - round * 128 * MIB)?;
+        vm.wait_actual(2 * GIB - round * 128 * MIB, MOVE_TIMEOUT)?;
+    }
+    vm.sh("rm /tmp/fill*")?;
     let before = vmstat(&mut vm, "balloon_migrate")?;
     for _ in 0..3 {
         vm.sh("echo 1 > /proc/sys/vm/compact_memory")?;
