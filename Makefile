@@ -4,7 +4,7 @@ ifneq ($(KERNELRELEASE),)
 include $(src)/Kbuild
 else
 
-.PHONY: all setup kernel kernel-debug module install uninstall test test-debug demo watch bench stress clean clippy
+.PHONY: all setup kernel kernel-debug kdir-debian module install uninstall test test-debug demo watch bench stress clean clippy
 
 all: module
 
@@ -16,6 +16,12 @@ kernel: setup
 
 kernel-debug: setup
 	bash scripts/kernel.sh debug
+
+# One of Debian's own Rust-enabled kernels made buildable (its headers plus the Rust half they
+# lack, rebuilt in that suite's chroot; scripts/debian-kernel.sh): RELEASE=7.3.4+deb13-amd64, or
+# SUITE=trixie-backports|sid for the newest there. Prints the KDIR for make module/install.
+kdir-debian: setup
+	bash scripts/debian-kernel.sh $(if $(RELEASE),--release $(RELEASE),$(or $(SUITE),trixie-backports))
 
 # KDIR= overrides the kernel build tree (any CONFIG_RUST build made with the same rustc).
 module: setup

@@ -14,14 +14,30 @@ while (($#)); do
     esac
 done
 [ -n "$kdir" ] || kdir=$(bash "$VB_ROOT/scripts/kernel.sh" "$flavor" | tail -1)
-# Build in a copy of the sources per kernel tree, so guest and debug builds never mix objects.
-out=$VB_ROOT/build/module-$(basename "$kdir")
-mkdir -p "$out"
-mkdir -p "$out/rust"
-cp -p "$VB_ROOT/Kbuild" "$VB_ROOT/VERSION" "$out/"
-cp -rp "$VB_ROOT/rust/." "$out/rust/"
-echo "[module] building vballoon.ko against $kdir" >&2
-make -C "$kdir" M="$out" "${KMAKE_VARS[@]}" "${extra[@]}" W=1 modules >&2
+if [ -f "$kdir/vballoon-debian.env" ]; then
+    # One of Debian's kernels (scripts/debian-kernel.sh): its gcc and rustc run only in that
+    # suite's userland, so the build runs in the project's chroot, on a copy of the sources there.
+    . "$kdir/vballoon-debian.env"
+    out=$VB_ROOT/build/module-debian-$VB_DEBIAN_RELEASE
+    inner=/var/tmp/vballoon-build/$VB_DEBIAN_RELEASE
+    mkdir -p "$out" "$VB_CHROOT$inner/rust"
+    cp -p "$VB_ROOT/Kbuild" "$VB_ROOT/VERSION" "$VB_CHROOT$inner/"
+    cp -rp "$VB_ROOT/rust/." "$VB_CHROOT$inner/rust/"
+    echo "[module] building vballoon.ko against Debian's $VB_DEBIAN_RELEASE in $VB_CHROOT" >&2
+    in_chroot "$VB_CHROOT" make -C "$VB_CHROOT_KDIR" M="$inner" CC="$VB_KCC" RUSTC=rustc \
+        RUSTDOC=rustdoc HOSTRUSTC=rustc BINDGEN=bindgen "${extra[@]}" W=1 modules >&2
+    cp "$VB_CHROOT$inner/vballoon.ko" "$VB_CHROOT$inner/vballoon.o" "$out/"
+else
+    # Build in a copy of the sources per kernel tree, so guest and debug builds never mix objects.
+    kmake_vars_for "$kdir"
+    out=$VB_ROOT/build/module-$(basename "$kdir")
+    mkdir -p "$out"
+    mkdir -p "$out/rust"
+    cp -p "$VB_ROOT/Kbuild" "$VB_ROOT/VERSION" "$out/"
+    cp -rp "$VB_ROOT/rust/." "$out/rust/"
+    echo "[module] building vballoon.ko against $kdir" >&2
+    make -C "$kdir" M="$out" "${KMAKE_VARS[@]}" "${extra[@]}" W=1 modules >&2
+fi
 # Debug-assertion kernels add panicking checks on purpose; the rule is for production builds.
 if ! grep -q '^CONFIG_RUST_DEBUG_ASSERTIONS=y' "$kdir/.config"; then
     bash "$VB_ROOT/scripts/check-no-panic.sh" "$out/vballoon.o"
