@@ -466,3 +466,21 @@ void vballoon_attrs_remove(struct vballoon_attrs *g)
 	kfree(g->ptrs);
 	kfree(g);
 }
+
+unsigned long vballoon_spin_lock_irqsave(spinlock_t *lock)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(lock, flags);
+	return flags;
+}
+
+int vballoon_spin_trylock_irqsave(spinlock_t *lock, unsigned long *flags)
+{
+	return spin_trylock_irqsave(lock, *flags);
+}
+
+void vballoon_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags)
+{
+	spin_unlock_irqrestore(lock, flags);
+}

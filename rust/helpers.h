@@ -8,6 +8,7 @@
 #define VBALLOON_HELPERS_H
 
 #include <linux/types.h>
+#include <linux/spinlock_types.h>
 
 struct virtio_device;
 struct virtqueue;
@@ -77,6 +78,11 @@ struct vballoon_attrs;
 int vballoon_attrs_add(struct virtio_device *vdev, const char *group, const char *const *names,
 		       unsigned int n, const void *hook, struct vballoon_attrs **out);
 void vballoon_attrs_remove(struct vballoon_attrs *g);
+/* spin_lock_irqsave and friends (macros in C): the 7.2 build's IRQ-safe lock (kext/irqlock.rs). */
+unsigned long vballoon_spin_lock_irqsave(spinlock_t *lock);
+int vballoon_spin_trylock_irqsave(spinlock_t *lock, unsigned long *flags);
+void vballoon_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags);
+
 /* Tracepoints (rust/trace.c, events in rust/vballoon_trace.h). */
 void vballoon_trace_step(const struct device *dev, bool inflate, unsigned long pages, u64 wait_ns,
 			 u64 held);

@@ -3,14 +3,72 @@
 //! Small gaps of the 7.3 `kernel` crate that the driver needs, kept apart so they can go
 //! upstream (or away) on their own.
 
+pub(crate) mod irqlock;
 pub(crate) mod trace;
 
 use crate::ffi;
 use core::ptr::NonNull;
 use kernel::{
+    alloc::{AllocError, Flags},
     prelude::*,
     workqueue::{DelayedWork, Queue, Work, WorkItem},
 };
+
+/// A module parameter's value: 7.3's `value()` returns it, 7.2's a reference to it. The one
+/// place that difference is handled, e.g. `kext::param!(floor_mib)`.
+#[cfg(vb_kernel_ge_7_3)]
+macro_rules! param {
+    ($name:ident) => {
+        crate::module_parameters::$name.value()
+    };
+}
+#[cfg(not(vb_kernel_ge_7_3))]
+macro_rules! param {
+    ($name:ident) => {
+        *crate::module_parameters::$name.value()
+    };
+}
+pub(crate) use param;
+
+/// `v.push(x, flags)` without a panic path where the kernel has `CONFIG_RUST_OVERFLOW_CHECKS`
+/// (Debian's kernels): `KVec::push` inlines `reserve`, whose `cap - len` and `cap * 2` rely on
+/// the vector's invariant, which the optimizer cannot see, so each caller got overflow checks
+/// that panic. Here `len == cap` and `cap <= isize::MAX` are checked first, which makes both
+/// operations provably in range; nothing else changes (the vector grows as `push` grows it).
+pub(crate) fn push<T>(v: &mut KVec<T>, x: T, flags: Flags) -> Result<(), AllocError> {
+    let (len, cap) = (v.len(), v.capacity());
+    if len == cap {
+        if cap > isize::MAX as usize {
+            return Err(AllocError);
+        }
+        v.reserve(1, flags)?;
+    }
+    v.push_within_capacity(x).map_err(|_| AllocError)
+}
+
+/// `v.retain(keep)` without `KVec::retain`'s bounds-checked `swap`, which overflow-checked
+/// builds cannot prove in range: the kept elements move to the front in order, the rest are
+/// dropped.
+pub(crate) fn retain<T>(v: &mut KVec<T>, mut keep: impl FnMut(&T) -> bool) {
+    let mut kept = 0usize;
+    let s: &mut [T] = v;
+    for i in 0..s.len() {
+        let Some((head, tail)) = s.split_at_mut_checked(i) else {
+            break;
+        };
+        let Some(cur) = tail.first_mut() else {
+            break;
+        };
+        if keep(cur) {
+            // `kept <= i`: when equal, the element is already in place.
+            if let Some(dst) = head.get_mut(kept) {
+                core::mem::swap(dst, cur);
+            }
+            kept = kept.saturating_add(1);
+        }
+    }
+    v.truncate(kept);
+}
 
 /// Waits until `work` is idle: a pending timer fires at once and the item runs to completion.
 ///

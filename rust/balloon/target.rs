@@ -77,18 +77,20 @@ pub(crate) fn next_step_to(
     max_pages: usize,
 ) -> Step {
     let max = max_pages as u64;
-    if target > held_pages {
-        let want = target.saturating_sub(held_pages).min(max);
-        match want.min(headroom.spare_pages(geometry)) {
-            0 => Step::AtFloor,
-            // `n <= max_pages`, a usize.
-            n => Step::Inflate(n as usize),
+    match target.cmp(&held_pages) {
+        core::cmp::Ordering::Greater => {
+            let want = target.saturating_sub(held_pages).min(max);
+            match want.min(headroom.spare_pages(geometry)) {
+                0 => Step::AtFloor,
+                // `n <= max_pages`, a usize.
+                n => Step::Inflate(n as usize),
+            }
         }
-    } else if target < held_pages {
         // `<= max_pages`, a usize.
-        Step::Deflate(held_pages.saturating_sub(target).min(max) as usize)
-    } else {
-        Step::Done
+        core::cmp::Ordering::Less => {
+            Step::Deflate(held_pages.saturating_sub(target).min(max) as usize)
+        }
+        core::cmp::Ordering::Equal => Step::Done,
     }
 }
 

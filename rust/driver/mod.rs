@@ -55,7 +55,10 @@ use crate::{
         wakeup::{self, Wakeup},
         wire::WireEndian,
     },
-    kext,
+    kext::{
+        self,
+        irqlock::{new_irq_lock, IrqLock},
+    },
     mm::{
         self, impl_has_field, BalloonList, BalloonPage, OomNotifier, PageBlock, PageReporting,
         Shrinker,
@@ -67,9 +70,9 @@ use crate::{
 };
 use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::{
-    c_str, new_mutex, new_spinlock, new_spinlock_irq,
+    c_str, new_mutex, new_spinlock,
     prelude::*,
-    sync::{aref::ARef, Arc, ArcBorrow, Mutex, SpinLock, SpinLockIrq},
+    sync::{aref::ARef, Arc, ArcBorrow, Mutex, SpinLock},
     workqueue::{
         self, impl_has_delayed_work, impl_has_work, new_delayed_work, new_work, DelayedWork, Work,
     },
@@ -177,7 +180,7 @@ pub(crate) struct VBalloon {
     /// Config changes and stats requests being handled: the device's wakeup source is held
     /// while any is (as the C driver's mask does) so the system does not suspend half-way.
     #[pin]
-    awake: SpinLockIrq<Wakeup>,
+    awake: IrqLock<Wakeup>,
     /// What the balloon has done since bind, for operators (see [`observe`]).
     counters: Counters,
     /// Module parameter `block_kib` as this binding took it.
@@ -231,7 +234,7 @@ pub(crate) struct VBalloon {
     /// Set by remove (under this IRQ-safe lock, which the stats callback takes to queue work),
     /// so no stats work is queued once remove has flushed it.
     #[pin]
-    stats_stop: SpinLockIrq<bool>,
+    stats_stop: IrqLock<bool>,
     #[pin]
     stats_work: Work<VBalloon, 1>,
 }
@@ -337,14 +340,15 @@ impl virtio::Driver for VBalloon {
         let stats_buf = KBox::new(StatsBuf::with_endian(endian), GFP_KERNEL)?;
         let mut batches = KVec::with_capacity(inflight, GFP_KERNEL)?;
         for _ in 0..inflight {
-            batches.push(
+            kext::push(
+                &mut batches,
                 KBox::new(PfnBatch::with_endian(geometry, endian), GFP_KERNEL)?,
                 GFP_KERNEL,
             )?;
         }
         let incoming = page_vectors(inflight, geometry.pages_per_buffer())?;
         let leaving = page_vectors(inflight, geometry.pages_per_buffer())?;
-        let block_kib = crate::module_parameters::block_kib.value();
+        let block_kib = kext::param!(block_kib);
         let block_order = match block::block_order(
             block_kib,
             mm::page_shift(),
@@ -362,9 +366,7 @@ impl virtio::Driver for VBalloon {
                 return Err(EINVAL);
             }
         };
-        let floor_bytes = crate::module_parameters::floor_mib
-            .value()
-            .saturating_mul(MIB);
+        let floor_bytes = kext::param!(floor_mib).saturating_mul(MIB);
         let this = Arc::pin_init(
             try_pin_init!(VBalloon {
                 dev: dev.into(),
@@ -376,7 +378,7 @@ impl virtio::Driver for VBalloon {
                 deflate_on_oom,
                 endian,
                 report_vq <- new_mutex!(report_vq, "vballoon::report_vq"),
-                awake <- new_spinlock_irq!(Wakeup::default(), "vballoon::awake"),
+                awake <- new_irq_lock!(Wakeup::default(), "vballoon::awake"),
                 counters: Counters::new(),
                 block_kib,
                 observe <- new_mutex!(None, "vballoon::observe"),
@@ -391,7 +393,7 @@ impl virtio::Driver for VBalloon {
                 shrinker <- unsafe { Shrinker::new() },
                 target_changed: AtomicBool::new(false),
                 incoming <- new_mutex!(incoming, "vballoon::incoming"),
-                acked <- AckEvent::new(crate::module_parameters::host_timeout_ms.value()),
+                acked <- AckEvent::new(kext::param!(host_timeout_ms)),
                 state <- new_mutex!(State {
                     queues: Some(Queues { inflate, deflate }),
                     held: 0,
@@ -416,7 +418,7 @@ impl virtio::Driver for VBalloon {
                 resize <- new_work!("vballoon::resize"),
                 retry <- new_delayed_work!("vballoon::retry"),
                 stats <- new_mutex!(stats::Stats::new(stats_queue, stats_buf), "vballoon::stats"),
-                stats_stop <- new_spinlock_irq!(false, "vballoon::stats_stop"),
+                stats_stop <- new_irq_lock!(false, "vballoon::stats_stop"),
                 stats_work <- new_work!("vballoon::stats_work"),
             }? Error),
             GFP_KERNEL,
@@ -575,7 +577,7 @@ impl PinnedDrop for VBalloon {
 fn page_vectors(n: usize, each: usize) -> Result<KVec<KVec<BalloonPage>>> {
     let mut v = KVec::with_capacity(n, GFP_KERNEL)?;
     for _ in 0..n {
-        v.push(KVec::with_capacity(each, GFP_KERNEL)?, GFP_KERNEL)?;
+        kext::push(&mut v, KVec::with_capacity(each, GFP_KERNEL)?, GFP_KERNEL)?;
     }
     Ok(v)
 }
@@ -589,7 +591,7 @@ fn queue_names(map: &QueueMap) -> Result<KVec<QueueSpec>> {
             Queue::FreePage => QueueSpec::polled(queue_name(q)),
             _ => QueueSpec::new(queue_name(q)),
         };
-        specs.push(spec, GFP_KERNEL)?;
+        kext::push(&mut specs, spec, GFP_KERNEL)?;
     }
     Ok(specs)
 }

@@ -285,7 +285,7 @@ impl VBalloon {
         // Pages whose PFN does not fit in 32 bits cannot be ballooned: free them.
         let before = count(incoming);
         for buf in incoming.iter_mut() {
-            buf.retain(|p| self.geometry.first_pfn(p.pfn()).is_ok());
+            kext::retain(buf, |p| self.geometry.first_pfn(p.pfn()).is_ok());
         }
         let high = before.saturating_sub(count(incoming));
         if high > 0 {
@@ -417,7 +417,7 @@ impl VBalloon {
                     fsleep(Delta::from_millis(1));
                     waited_ms = waited_ms.saturating_add(1);
                     st = self.state.lock();
-                    if waited_ms % TEARDOWN_LOG_EVERY_MS == 0 {
+                    if waited_ms.checked_rem(TEARDOWN_LOG_EVERY_MS) == Some(0) {
                         dev_info!(
                             self.dev.as_dev(),
                             "teardown waiting for {} balloon pages under migration\n",

@@ -122,11 +122,11 @@ impl<T> BalloonList<T> {
                 return total;
             }
             let mut raw = [core::ptr::null_mut::<ffi::page>(); DEQUEUE_CHUNK];
+            let info = self.info.get();
             // SAFETY: `info` is initialised; `raw` has room for `want` pointers and C writes
             // at most that many.
-            let got =
-                unsafe { ffi::vballoon_dequeue_pages(self.info.get(), raw.as_mut_ptr(), want) }
-                    as usize;
+            let got = unsafe { ffi::vballoon_dequeue_pages(info, raw.as_mut_ptr(), want) };
+            let got = got as usize;
             // Off the list now (invariant: the count shrinks after).
             self.pages.fetch_sub(got.min(want), Ordering::AcqRel);
             for &p in raw.iter().take(got.min(want)) {
@@ -185,7 +185,7 @@ impl<T> BalloonList<T> {
                     // Everything left is isolated: it comes back shortly.
                     fsleep(Delta::from_millis(1));
                     waited_ms = waited_ms.saturating_add(1);
-                    if waited_ms % 5000 == 0 {
+                    if waited_ms.checked_rem(5000) == Some(0) {
                         pr_warn!(
                             "waiting for {} balloon pages under migration ({} isolated)\n",
                             self.len(),

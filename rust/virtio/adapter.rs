@@ -18,7 +18,7 @@ use crate::ffi;
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use kernel::{
-    device::{self as kdev, BoundInternal, Core, CoreInternal},
+    device::{self as kdev, Core, CoreInternal},
     driver,
     error::{from_result, to_result, VTABLE_DEFAULT_ERROR},
     prelude::*,
@@ -108,6 +108,14 @@ pub(crate) trait Driver: Send + Sync + Sized + 'static {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
 }
+
+/// The device context whose `drvdata_borrow` a callback may use outside probe and remove:
+/// 7.3's `BoundInternal`; 7.2 has only `CoreInternal`, whose `drvdata_borrow` is the same
+/// read of the driver data. The one place this layer depends on the kernel version.
+#[cfg(vb_kernel_ge_7_3)]
+type DrvdataContext<'a> = kdev::BoundInternal;
+#[cfg(not(vb_kernel_ge_7_3))]
+type DrvdataContext<'a> = CoreInternal<'a>;
 
 /// What the adapter keeps per bound device (its driver data).
 pub(crate) struct Binding<T: Driver> {
@@ -210,8 +218,9 @@ impl<T: Driver> Adapter<T> {
         if unsafe { kernel::bindings::dev_get_drvdata(raw) }.is_null() {
             return None;
         }
-        // SAFETY: The device is bound to this driver for the callback.
-        let dev = unsafe { &*raw.cast::<kdev::Device<BoundInternal>>() };
+        // SAFETY: The device is bound to this driver for the callback; the reference is used
+        // for `drvdata_borrow` only.
+        let dev = unsafe { &*raw.cast::<kdev::Device<DrvdataContext<'a>>>() };
         // SAFETY: The non-null driver data was stored by `probe_callback` as a `Binding<T>`
         // and is dropped only after unbind.
         Some(unsafe { dev.drvdata_borrow::<Binding<T>>() })
@@ -339,7 +348,7 @@ impl<T: Driver> Adapter<T> {
                 dev.as_dev(),
                 "driver cannot resume (no freeze/restore); refusing the suspend\n"
             );
-            return EOPNOTSUPP.to_errno();
+            return -(ffi::EOPNOTSUPP as kernel::ffi::c_int);
         }
         // SAFETY: Under the device lock.
         if let Some(set) = unsafe { b.take_vqs() } {

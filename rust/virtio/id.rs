@@ -50,10 +50,26 @@ unsafe impl RawDeviceId for DeviceId {
 pub(crate) type IdTable = &'static dyn kernel::device_id::IdTable<DeviceId, ()>;
 
 /// Declares a virtio ID table `$name` and its module alias, e.g.
-/// `virtio_device_table!(TABLE, [DeviceId::new(5)]);`.
+/// `virtio_device_table!(TABLE, [DeviceId::new(5)]);`. One per module.
+///
+/// The one place the kernel versions differ here: 7.3's `module_device_table!` declares the
+/// table itself; 7.2's takes a table declared with `IdArray::new_without_index` (pairs of ID and
+/// info) and adds the alias as a second static (`vb_kernel_ge_7_3` comes from Kbuild).
+#[cfg(vb_kernel_ge_7_3)]
 macro_rules! virtio_device_table {
     ($name:ident, [$($id:expr),* $(,)?]) => {
         ::kernel::module_device_table!("virtio", $crate::virtio::DeviceId, $name, @none, [$($id),*]);
+    };
+}
+#[cfg(not(vb_kernel_ge_7_3))]
+macro_rules! virtio_device_table {
+    ($name:ident, [$($id:expr),* $(,)?]) => {
+        static $name: ::kernel::device_id::IdArray<
+            $crate::virtio::DeviceId,
+            (),
+            { <[$crate::virtio::DeviceId]>::len(&[$($id,)*]) },
+        > = ::kernel::device_id::IdArray::new_without_index([$(($id, ()),)*]);
+        ::kernel::module_device_table!("virtio", __VB_MODULE_DEVICE_TABLE, $name);
     };
 }
 pub(crate) use virtio_device_table;

@@ -136,7 +136,8 @@ impl<'a, T: Driver> VqFactory<'a, T> {
         let mut slots = KVec::with_capacity(n, GFP_KERNEL)?;
         for spec in specs {
             let name = spec.name;
-            info.push(
+            crate::kext::push(
+                &mut info,
                 ffi::virtqueue_info {
                     name: name.as_char_ptr(),
                     callback: if spec.callback {
@@ -148,8 +149,9 @@ impl<'a, T: Driver> VqFactory<'a, T> {
                 },
                 GFP_KERNEL,
             )?;
-            raw.push(core::ptr::null_mut(), GFP_KERNEL)?;
-            slots.push(
+            crate::kext::push(&mut raw, core::ptr::null_mut(), GFP_KERNEL)?;
+            crate::kext::push(
+                &mut slots,
                 KBox::pin_init(
                     new_mutex!(
                         Slot {
@@ -188,7 +190,8 @@ impl<'a, T: Driver> VqFactory<'a, T> {
         }
         let mut out = KVec::with_capacity(n, GFP_KERNEL)?;
         for index in 0..n {
-            out.push(
+            crate::kext::push(
+                &mut out,
                 Virtqueue {
                     set: set.clone(),
                     index,
