@@ -2,7 +2,8 @@
 # make test:       host unit tests, then the boot tests on the test kernel and on the debug kernel
 # make test-debug: the boot tests on the debug kernel only
 # Both end with one line "N passed, N failed" over everything they ran.
-#   scripts/test.sh all|guest|debug [qemu-test args, e.g. --only stats]
+#   scripts/test.sh all|guest|debug|debian [qemu-test args, e.g. --only stats]
+# (debian: only the boot tests on Debian's packaged kernels)
 set -uo pipefail
 . "$(dirname "$0")/env.sh"
 what=${1:-all}
@@ -27,7 +28,7 @@ fail_step() { echo "[test] $1"; failed=$((failed + 1)); finish; }
 bash "$VB_ROOT/scripts/setup.sh" || fail_step "setup failed"
 cd "$VB_ROOT"
 
-if [ "$what" != debug ]; then
+if [ "$what" != debug ] && [ "$what" != debian ]; then
     echo "[test] host unit tests (cargo test)"
     out=$(cargo test --workspace 2>&1); rc=$?
     echo "$out" | grep -E '^test |test result|^error'
@@ -36,12 +37,12 @@ if [ "$what" != debug ]; then
     [ $rc = 0 ] || { echo "[test] cargo test failed (exit $rc)"; [ "$failed" -gt 0 ] || failed=$((failed + 1)); }
 fi
 
-if [ "$what" != debug ]; then
+if [ "$what" != debug ] && [ "$what" != debian ]; then
     echo "[test] lint (rustfmt, cargo clippy, CLIPPY=1 module build)"
     if bash "$VB_ROOT/scripts/lint.sh"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 fi
 
-if [ "$what" != debug ]; then
+if [ "$what" != debug ] && [ "$what" != debian ]; then
     # Builds the module against the test kernel (the boot tests' build below is then a no-op).
     echo "[test] packaging (install.sh, make install, dkms)"
     pout=$(mktemp)
@@ -56,7 +57,7 @@ fi
 cargo build -q --release -p qemu-test -p vhost-balloon || fail_step "harness build failed"
 # The hostile-host scenarios run on the project's own QEMU build (vhost-user-device-pci).
 vhost_qemu=$(bash "$VB_ROOT/scripts/qemu.sh" | tail -1) || fail_step "vhost-user QEMU build failed"
-flavors=(guest debug); [ "$what" = all ] || flavors=("$what")
+flavors=(guest debug); [ "$what" = all ] || flavors=("$what"); [ "$what" != debian ] || flavors=()
 for flavor in "${flavors[@]}"; do
     kdir=$(bash "$VB_ROOT/scripts/kernel.sh" "$flavor" | tail -1) || fail_step "$flavor kernel build failed"
     module=$(bash "$VB_ROOT/scripts/module.sh" --kdir "$kdir" | tail -1) || fail_step "module build against the $flavor kernel failed"
@@ -74,4 +75,56 @@ for flavor in "${flavors[@]}"; do
     fi
     unset bp bf bs
 done
+
+# Debian's own kernels, as users run them: the newest Rust-enabled kernel of trixie-backports and
+# of sid, resolved now (scripts/debian-kernel.sh says which), with the Rust half their headers
+# lack rebuilt in that suite's chroot. vballoon and Debian's own virtio_balloon.ko side by side.
+# The full list on trixie-backports' kernel; the build and the basics on sid's.
+DEBIAN_FULL=(module_binds inflate_deflate_vballoon inflate_deflate_c_driver stats_vballoon
+             stats_c_driver rmmod_inflated deflate_on_oom free_page_reporting compaction_migrates
+             suspend_resume)
+DEBIAN_BASIC=(module_binds inflate_deflate_vballoon inflate_deflate_c_driver stats_vballoon
+              stats_c_driver rmmod_inflated)
+debian_kernel() { # SUITE SCENARIO...
+    local suite=$1; shift
+    local kdir module only=() s bout
+    if ! kdir=$(bash "$VB_ROOT/scripts/debian-kernel.sh" "$suite" | tail -1) || [ ! -f "$kdir/vballoon-debian.env" ]; then
+        echo "[test] FAIL debian-$suite: could not prepare $suite's kernel (above)"; failed=$((failed + 1))
+        echo "FAIL debian-$suite: preparing the kernel (scripts/debian-kernel.sh $suite)" >> "$failures"
+        return
+    fi
+    # shellcheck disable=SC1091
+    . "$kdir/vballoon-debian.env"
+    if ! module=$(bash "$VB_ROOT/scripts/module.sh" --kdir "$kdir" | tail -1); then
+        echo "[test] FAIL debian-$suite: the module build against $VB_DEBIAN_RELEASE failed"; failed=$((failed + 1))
+        echo "FAIL debian-$suite: module build against $VB_DEBIAN_RELEASE" >> "$failures"
+        return
+    fi
+    passed=$((passed + 1))
+    echo "[test] PASS debian-$suite: vballoon.ko built against Debian's $VB_DEBIAN_RELEASE ($VB_DEBIAN_PKGVER)"
+    local cout; cout=$(bash "$VB_ROOT/scripts/debian-checks.sh" "$kdir" 2>&1)
+    echo "$cout" | sed "s/^/[debian-$suite] /"
+    passed=$((passed + $(grep -c '^PASS ' <<<"$cout"))); failed=$((failed + $(grep -c '^FAIL ' <<<"$cout")))
+    grep '^FAIL ' <<<"$cout" | sed "s/^/[debian-$suite] /" >> "$failures"
+    for s in "$@"; do only+=(--only "$s"); done
+    local tag=debian-${VB_DEBIAN_RELEASE%%+*}
+    echo "[test] boot tests on Debian's $VB_DEBIAN_RELEASE ($VB_DEBIAN_SUITE, packaged vmlinuz)"
+    bout=$(mktemp)
+    "$VB_ROOT/target/release/qemu-test" test --kdir "$kdir" --module "$module" \
+        --kernel "$VB_VMLINUZ" --c-driver "$VB_C_DRIVER" --work "$VB_CACHE/run-$tag" \
+        --flavor "$tag" --vhost-qemu "$vhost_qemu" "${only[@]}" | sed -u "s/^/[$tag] /" | tee "$bout"
+    awk '/^\[[a-z0-9.-]+\] FAIL /{n=12} n>0{print substr($0,1,300); n--}' "$bout" >> "$failures"
+    read -r bp bf bs < <(sed -nE 's/^\[[a-z0-9.-]+\] boot tests: ([0-9]+) passed, ([0-9]+) failed, ([0-9]+) skipped$/\1 \2 \3/p' "$bout")
+    rm -f "$bout"
+    if [ -z "${bp:-}" ]; then
+        echo "[test] the $tag boot harness did not finish"; failed=$((failed + 1))
+    else
+        passed=$((passed + bp)); failed=$((failed + bf)); skipped=$((skipped + bs))
+    fi
+    unset bp bf bs
+}
+if [ "$what" = all ] || [ "$what" = debian ]; then
+    debian_kernel trixie-backports "${DEBIAN_FULL[@]}"
+    debian_kernel sid "${DEBIAN_BASIC[@]}"
+fi
 finish
