@@ -6,9 +6,10 @@ use crate::guest::{pick_accel, Shell, GIB, MIB};
 use crate::scenarios::{Ctx, Drv};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A scenario that cannot run on this machine; the runner reports it as skipped, with the reason.
@@ -28,33 +29,208 @@ const DOMAIN: &str = "vballoon-test";
 const QEMU_CONF: &str = "/etc/libvirt/qemu.conf";
 const CONF_MARK: &str = "# vballoon test settings";
 
+/// How long a process we stop gets to exit after SIGTERM, and then after SIGKILL.
+const TERM_WAIT: Duration = Duration::from_secs(15);
+const KILL_WAIT: Duration = Duration::from_secs(5);
+/// How long `virsh version` may go unanswered after libvirtd started.
+const ANSWER_WAIT: Duration = Duration::from_secs(90);
+/// The QEMU driver's lock, held (with the holder's pid in it) by whichever daemon runs
+/// `qemu:///system`: ours, or the system's libvirtd or virtqemud.
+const DRIVER_PID: &str = "/run/libvirt/qemu/driver.pid";
+/// The pid files a system libvirt writes in its own run directory.
+const SYSTEM_PIDS: [&str; 2] = ["/run/libvirt/libvirtd.pid", "/run/libvirt/virtqemud.pid"];
+
+/// How long one `virsh` call may take before it is killed: libvirt's keepalive does not notice
+/// a daemon that stopped answering (a `virsh dommemstat` against a stopped libvirtd waited for
+/// more than 5 minutes), and a scenario must end rather than hang.
+const VIRSH_WAIT: Duration = Duration::from_secs(120);
+
 fn virsh(args: &[&str]) -> Result<String> {
-    let out = Command::new("virsh")
+    virsh_for(args, VIRSH_WAIT)
+}
+
+/// Reads a child's pipe to the end on a thread of its own, so that a full pipe never blocks it.
+fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_string(&mut s);
+        }
+        s
+    })
+}
+
+/// `virsh -c qemu:///system ARGS`, killed after `timeout`; its stdout.
+fn virsh_for(args: &[&str], timeout: Duration) -> Result<String> {
+    let mut child = Command::new("virsh")
         .arg("-c")
         .arg(URI)
         .args(args)
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .context("running virsh")?;
-    if !out.status.success() {
-        bail!(
-            "virsh {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
+    let start = Instant::now();
+    let st = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "virsh {} did not return in {} s (killed)",
+                args.join(" "),
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (out, err) = (
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    );
+    if !st.success() {
+        bail!("virsh {} ({st}): {}", args.join(" "), err.trim());
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(out)
 }
 
-/// libvirtd started for this test, stopped on drop.
+/// Whether `pid` is a live process. A zombie counts as gone: it holds no lock, file or memory,
+/// and the init of a container may never reap it.
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
+}
+
+/// `/proc/PID/cmdline` with spaces between the arguments ("" once the process is gone).
+fn cmdline(pid: i32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            String::from_utf8_lossy(&b)
+                .split('\0')
+                .filter(|a| !a.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+/// The pid in a pid file, if there is one and it names a live process.
+fn live_pid(file: &Path) -> Option<i32> {
+    let pid = std::fs::read_to_string(file).ok()?.trim().parse().ok()?;
+    (pid > 0 && alive(pid)).then_some(pid)
+}
+
+/// Polls until `pid` is gone or `timeout` passed; whether it is gone.
+fn wait_gone(pid: i32, timeout: Duration) -> bool {
+    let start = Instant::now();
+    while alive(pid) {
+        if start.elapsed() > timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+/// Stops `pid`: SIGTERM, up to `TERM_WAIT` for it to be gone, then SIGKILL and up to
+/// `KILL_WAIT`. Prints one line saying how it ended; an error if it outlived SIGKILL too.
+fn stop(pid: i32, what: &str) -> Result<()> {
+    if !alive(pid) {
+        return Ok(());
+    }
+    let start = Instant::now();
+    // SAFETY: kill(2) only sends a signal; `pid` is positive, never a process group.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    if wait_gone(pid, TERM_WAIT) {
+        println!(
+            "    {what} (pid {pid}) exited after SIGTERM in {} ms",
+            start.elapsed().as_millis()
+        );
+        return Ok(());
+    }
+    let killed = Instant::now();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    if wait_gone(pid, KILL_WAIT) {
+        println!(
+            "    {what} (pid {pid}) still running {} s after SIGTERM: needed SIGKILL, gone {} ms later",
+            TERM_WAIT.as_secs(),
+            killed.elapsed().as_millis()
+        );
+        return Ok(());
+    }
+    bail!(
+        "{what} (pid {pid}) still running {} s after SIGTERM and {} s after SIGKILL",
+        TERM_WAIT.as_secs(),
+        KILL_WAIT.as_secs()
+    )
+}
+
+/// The pid file libvirt keeps for the test domain's QEMU.
+fn qemu_pid_file() -> PathBuf {
+    Path::new("/run/libvirt/qemu").join(format!("{DOMAIN}.pid"))
+}
+
+/// The live QEMU libvirt started for the test domain, if any: the pid in libvirt's pid file,
+/// checked against the process's command line (`-name guest=vballoon-test,...`) so that a
+/// reused pid is never killed.
+fn domain_qemu() -> Option<i32> {
+    live_pid(&qemu_pid_file()).filter(|&p| is_domain_qemu(p))
+}
+
+fn is_domain_qemu(pid: i32) -> bool {
+    cmdline(pid).contains(&format!("guest={DOMAIN},"))
+}
+
+/// Whether `pid` is a libvirtd (and not some process that reused its pid).
+fn is_libvirtd(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "libvirtd")
+}
+
+/// The last lines of libvirtd's log, for an error saying why it did not start or answer.
+fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = lines[lines.len().saturating_sub(5)..].join(" | ");
+    if tail.is_empty() {
+        format!("{} is empty", log.display())
+    } else {
+        format!("last lines of {}: {tail}", log.display())
+    }
+}
+
+/// libvirtd started for this test. `stop` ends it and the domain's QEMU, waiting until both are
+/// gone; drop does the same when `stop` was not reached (an error or panic in between).
 struct Daemon {
-    pid_file: PathBuf,
+    pid: i32,
+    /// The domain's QEMU, once `virsh create` started it.
+    qemu: Option<i32>,
+    stopped: bool,
 }
 
 impl Daemon {
-    fn start(work: &Path) -> Result<Daemon> {
+    /// Starts libvirtd with its pid file in `root` (the run's work directory, which a scenario
+    /// never wipes, so that a daemon an earlier run left behind is found) and its log in `work`.
+    /// Every failure is an error: scripts/setup.sh installs libvirt, so a libvirt scenario that
+    /// cannot run is broken, not skipped. Only a machine without libvirtd that says so with
+    /// `VB_NO_LIBVIRT=1` skips.
+    fn start(root: &Path, work: &Path) -> Result<Daemon> {
         if !Path::new("/usr/sbin/libvirtd").exists() {
-            return Err(
-                Skip("libvirtd is not installed (scripts/setup.sh installs it)".into()).into(),
+            if std::env::var_os("VB_NO_LIBVIRT").is_some_and(|v| v == "1") {
+                return Err(
+                    Skip("libvirtd is not installed and VB_NO_LIBVIRT=1 is set".into()).into(),
+                );
+            }
+            bail!(
+                "libvirtd is not installed (/usr/sbin/libvirtd missing; scripts/setup.sh installs it, \
+                 VB_NO_LIBVIRT=1 skips the libvirt scenarios instead)"
             );
         }
         // Root without systemd: QEMU as root, no security driver, no cgroups, logs to files.
@@ -65,39 +241,125 @@ impl Daemon {
             );
             std::fs::write(QEMU_CONF, conf + &add).context("writing qemu.conf")?;
         }
-        let pid_file = work.join("libvirtd.pid");
-        if let Ok(pid) = std::fs::read_to_string(&pid_file) {
-            let _ = Command::new("kill").arg(pid.trim()).status();
-            std::thread::sleep(Duration::from_millis(500));
+        let pid_file = root.join("libvirtd.pid");
+        if let Some(pid) = live_pid(&pid_file).filter(|&p| is_libvirtd(p)) {
+            stop(pid, "stale libvirtd of an earlier run").context("stopping a stale libvirtd")?;
         }
+        let _ = std::fs::remove_file(&pid_file);
+        for file in std::iter::once(DRIVER_PID).chain(SYSTEM_PIDS) {
+            if let Some(pid) = live_pid(Path::new(file)) {
+                bail!(
+                    "a libvirt daemon this run did not start holds /run/libvirt: {file} names pid {pid} \
+                     ({}); it is the system's or another run's (ours would be named in {}); stop it \
+                     and run again",
+                    cmdline(pid),
+                    pid_file.display()
+                );
+            }
+        }
+        // No daemon manages the domain now, so a QEMU of it still running is left over too.
+        if let Some(q) = domain_qemu() {
+            stop(q, "stale QEMU of the test domain").context("stopping a stale QEMU")?;
+        }
+        let log = work.join("libvirtd.log");
         let st = Command::new("/usr/sbin/libvirtd")
             .arg("--daemon")
             .arg(format!("--pid-file={}", pid_file.display()))
+            .env("LIBVIRT_LOG_OUTPUTS", format!("3:file:{}", log.display()))
             .status()
             .context("starting libvirtd")?;
-        if !st.success() {
-            return Err(Skip(format!("libvirtd could not be started here ({st})")).into());
-        }
-        let d = Daemon { pid_file };
+        // The daemon writes its pid file before the parent returns; allow a moment anyway.
         let start = Instant::now();
-        while virsh(&["version"]).is_err() {
-            if start.elapsed() > Duration::from_secs(90) {
-                return Err(Skip(
-                    "libvirtd started but never answered virsh version in 90 s".into(),
-                )
-                .into());
+        let mut pid = None;
+        while start.elapsed() < Duration::from_secs(5) {
+            pid = live_pid(&pid_file).filter(|&p| is_libvirtd(p));
+            if pid.is_some() || !st.success() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let Some(pid) = pid else {
+            bail!(
+                "libvirtd did not start ({st}, no live pid in {}); {}",
+                pid_file.display(),
+                log_tail(&log)
+            );
+        };
+        let d = Daemon {
+            pid,
+            qemu: None,
+            stopped: false,
+        };
+        if !st.success() {
+            let s = d.stop();
+            bail!(
+                "libvirtd --daemon failed ({st}) though pid {pid} came up (stopped: {}); {}",
+                s.map_or_else(|e| format!("{e:#}"), |()| "gone".into()),
+                log_tail(&log)
+            );
+        }
+        let start = Instant::now();
+        while let Err(e) = virsh_for(&["version"], Duration::from_secs(10)) {
+            if !alive(pid) {
+                bail!(
+                    "libvirtd (pid {pid}) exited {} ms after starting, before answering virsh version ({e:#}); {}",
+                    start.elapsed().as_millis(),
+                    log_tail(&log)
+                );
+            }
+            if start.elapsed() > ANSWER_WAIT {
+                let s = d.stop();
+                bail!(
+                    "libvirtd (pid {pid}) started but never answered virsh version in {} s ({e:#}); \
+                     stopping it: {}; {}",
+                    ANSWER_WAIT.as_secs(),
+                    s.map_or_else(|e| format!("{e:#}"), |()| "gone".into()),
+                    log_tail(&log)
+                );
             }
             std::thread::sleep(Duration::from_millis(300));
         }
         Ok(d)
     }
+
+    /// Destroys the domain, stops libvirtd (SIGTERM, SIGKILL after `TERM_WAIT`), then stops any
+    /// QEMU of the domain that outlived both. Each step is bounded; an error names what is left.
+    fn stop(mut self) -> Result<()> {
+        self.teardown()
+    }
+
+    fn teardown(&mut self) -> Result<()> {
+        if self.stopped {
+            return Ok(());
+        }
+        self.stopped = true;
+        let qemus: Vec<i32> = self.qemu.into_iter().chain(domain_qemu()).collect();
+        if alive(self.pid) {
+            // Fails harmlessly when the scenario destroyed the domain already.
+            let _ = virsh_for(&["destroy", DOMAIN], Duration::from_secs(30));
+        }
+        let mut errs = Vec::new();
+        if is_libvirtd(self.pid) {
+            if let Err(e) = stop(self.pid, "libvirtd") {
+                errs.push(format!("{e:#}"));
+            }
+        }
+        for q in qemus.into_iter().chain(domain_qemu()) {
+            if alive(q) && is_domain_qemu(q) {
+                if let Err(e) = stop(q, "QEMU of the domain, left after libvirtd") {
+                    errs.push(format!("{e:#}"));
+                }
+            }
+        }
+        ensure!(errs.is_empty(), "libvirt teardown: {}", errs.join("; "));
+        Ok(())
+    }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = virsh(&["destroy", DOMAIN]);
-        if let Ok(pid) = std::fs::read_to_string(&self.pid_file) {
-            let _ = Command::new("kill").arg(pid.trim()).status();
+        if let Err(e) = self.teardown() {
+            println!("    {e:#}");
         }
     }
 }
@@ -252,86 +514,105 @@ fn setmem_cycle(sh: &mut Shell, drv: Drv) -> Result<BTreeMap<String, i64>> {
     Ok(m)
 }
 
-/// Starts a libvirtd of our own and boots the test domain under it; returns the daemon (which
-/// stops with the domain when dropped) and the guest shell.
-fn start_domain(ctx: &Ctx, name: &str, autodeflate: bool) -> Result<(Daemon, Shell)> {
+/// Starts a libvirtd of our own, boots the test domain under it and runs `body` on the guest
+/// shell; then, whatever the outcome, destroys the domain and stops the daemon, waiting until
+/// libvirtd and the domain's QEMU are gone. A teardown that leaves a process behind fails the
+/// scenario.
+fn with_domain(
+    ctx: &Ctx,
+    name: &str,
+    autodeflate: bool,
+    body: impl FnOnce(&mut Shell) -> Result<()>,
+) -> Result<()> {
     let work = ctx.paths.work.join(name);
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
-    let daemon = Daemon::start(&work)?;
+    let mut daemon = Daemon::start(&ctx.paths.work, &work)?;
+    let r = boot(ctx, &work, autodeflate, &mut daemon).and_then(|mut sh| body(&mut sh));
+    let s = daemon.stop();
+    if let (Err(_), Err(e)) = (&r, &s) {
+        println!("    {e:#}");
+    }
+    r.and(s)
+}
+
+fn boot(ctx: &Ctx, work: &Path, autodeflate: bool, daemon: &mut Daemon) -> Result<Shell> {
     let _ = virsh(&["destroy", DOMAIN]);
     let console = work.join("console.log");
     let cmd = work.join("cmd.sock");
     let xml = work.join("domain.xml");
     std::fs::write(&xml, domain_xml(ctx, &console, &cmd, autodeflate))?;
     virsh(&["create", "--paused", &xml.to_string_lossy()])?;
+    daemon.qemu = domain_qemu();
     let stream = UnixStream::connect(&cmd).context("connecting to the guest shell socket")?;
     let mut sh = Shell::new(stream, console);
     virsh(&["resume", DOMAIN])?;
     sh.wait_line("VB_READY", Duration::from_secs(180))
         .context("guest under libvirt did not boot")?;
-    Ok((daemon, sh))
+    Ok(sh)
 }
 
 /// `<memballoon model='virtio' autodeflate='on'>` under a real libvirtd: vballoon negotiates
 /// deflate-on-OOM, and after `virsh setmem` to 512 MiB a 1 GiB hog completes with nothing
 /// OOM-killed while `dommemstat` shows the balloon gave memory back.
 pub fn libvirt_autodeflate(ctx: &Ctx) -> Result<()> {
-    let (_daemon, mut sh) = start_domain(ctx, "libvirt_autodeflate", true)?;
-    sh.sh(Drv::Rust.insmod())?;
-    let f = sh.balloon_features()?;
-    ensure!(f & (1 << 2) != 0, "DEFLATE_ON_OOM not negotiated ({f:#x})");
-    let half_kib = (512 * MIB / 1024) as i64;
-    virsh(&["setmem", DOMAIN, &half_kib.to_string(), "--live"])?;
-    wait_stat("actual", half_kib, Duration::from_secs(240))?;
-    let (rc, out) = sh.sh_rc("hog 1024", Duration::from_secs(300))?;
-    ensure!(
-        rc == 0,
-        "the hog did not complete under autodeflate ({rc}): {out}"
-    );
-    let actual = stat(&dommemstat()?, "actual")?;
-    println!(
-        "    autodeflate: 1 GiB hog completed; dommemstat actual {} MiB (was 512)",
-        actual / 1024
-    );
-    ensure!(actual > half_kib, "dommemstat actual did not grow");
-    let kills = sh.sh("grep '^oom_kill ' /proc/vmstat")?;
-    ensure!(
-        kills.trim() == "oom_kill 0",
-        "OOM kill under autodeflate: {kills}"
-    );
-    sh.sh(Drv::Rust.rmmod())?;
-    sh.assert_dmesg_clean()?;
-    virsh(&["destroy", DOMAIN])?;
-    Ok(())
+    with_domain(ctx, "libvirt_autodeflate", true, |sh| {
+        sh.sh(Drv::Rust.insmod())?;
+        let f = sh.balloon_features()?;
+        ensure!(f & (1 << 2) != 0, "DEFLATE_ON_OOM not negotiated ({f:#x})");
+        let half_kib = (512 * MIB / 1024) as i64;
+        virsh(&["setmem", DOMAIN, &half_kib.to_string(), "--live"])?;
+        wait_stat("actual", half_kib, Duration::from_secs(240))?;
+        let (rc, out) = sh.sh_rc("hog 1024", Duration::from_secs(300))?;
+        ensure!(
+            rc == 0,
+            "the hog did not complete under autodeflate ({rc}): {out}"
+        );
+        let actual = stat(&dommemstat()?, "actual")?;
+        println!(
+            "    autodeflate: 1 GiB hog completed; dommemstat actual {} MiB (was 512)",
+            actual / 1024
+        );
+        ensure!(actual > half_kib, "dommemstat actual did not grow");
+        let kills = sh.sh("grep '^oom_kill ' /proc/vmstat")?;
+        ensure!(
+            kills.trim() == "oom_kill 0",
+            "OOM kill under autodeflate: {kills}"
+        );
+        sh.sh(Drv::Rust.rmmod())?;
+        sh.assert_dmesg_clean()?;
+        virsh(&["destroy", DOMAIN])?;
+        Ok(())
+    })
 }
 
 pub fn libvirt_setmem_dommemstat(ctx: &Ctx) -> Result<()> {
-    let (_daemon, mut sh) = start_domain(ctx, "libvirt", false)?;
-    let c = setmem_cycle(&mut sh, Drv::C)?;
-    let r = setmem_cycle(&mut sh, Drv::Rust)?;
-    println!(
-        "    {:<16} {:>14} {:>14}",
-        "dommemstat", "C driver", "vballoon"
-    );
-    for (k, v) in &r {
+    with_domain(ctx, "libvirt", false, |sh| {
+        let c = setmem_cycle(sh, Drv::C)?;
+        let r = setmem_cycle(sh, Drv::Rust)?;
         println!(
             "    {:<16} {:>14} {:>14}",
-            k,
-            c.get(k).map_or("-".into(), |v| v.to_string()),
-            v
+            "dommemstat", "C driver", "vballoon"
         );
-    }
-    for k in ["actual", "available"] {
-        ensure!(stat(&c, k)? == stat(&r, k)?, "{k} differs between drivers");
-    }
-    for k in ["unused", "usable"] {
-        let (a, b) = (stat(&c, k)?, stat(&r, k)?);
-        ensure!(
-            (a - b).abs() < 64 * 1024,
-            "{k} differs by more than noise: C {a} KiB, vballoon {b} KiB"
-        );
-    }
-    virsh(&["destroy", DOMAIN])?;
-    Ok(())
+        for (k, v) in &r {
+            println!(
+                "    {:<16} {:>14} {:>14}",
+                k,
+                c.get(k).map_or("-".into(), |v| v.to_string()),
+                v
+            );
+        }
+        for k in ["actual", "available"] {
+            ensure!(stat(&c, k)? == stat(&r, k)?, "{k} differs between drivers");
+        }
+        for k in ["unused", "usable"] {
+            let (a, b) = (stat(&c, k)?, stat(&r, k)?);
+            ensure!(
+                (a - b).abs() < 64 * 1024,
+                "{k} differs by more than noise: C {a} KiB, vballoon {b} KiB"
+            );
+        }
+        virsh(&["destroy", DOMAIN])?;
+        Ok(())
+    })
 }
