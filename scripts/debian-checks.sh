@@ -6,6 +6,9 @@
 #   naming both versions, before anything is compiled.
 # - rust_half_missing_refused: Debian's own headers directory (no Rust half) is refused with one
 #   line naming what is missing and what to run.
+# - dkms_debian: Debian's dkms in the chroot builds and installs vballoon for the kernel from
+#   dkms.conf alone (it finds /var/lib/vballoon/kdir/<release>, the kernel's gcc and rustc); with
+#   that KDIR hidden, the same install is skipped with the reason, not failed.
 # - clippy_clean: the CLIPPY=1 build with that suite's clippy (the kernel lints and clippy's)
 #   has no warning: the lint rule holds with every supported toolchain.
 set -uo pipefail
@@ -55,6 +58,47 @@ else
     pass rust_half_missing_refused
     echo "[debian] $rel, Debian's headers alone: $(grep -o 'vballoon: this kernel tree.*' <<<"$out" | head -1)"
 fi
+# dkms as a Debian system runs it (the chroot is that system; removed again afterwards).
+ver=$(<"$VB_ROOT/VERSION")
+if ! in_chroot "$VB_CHROOT" sh -c 'command -v dkms' >/dev/null; then
+    in_chroot "$VB_CHROOT" apt-get -q -o Acquire::Check-Valid-Until=false -o APT::Sandbox::User=root \
+        install -y --no-install-recommends dkms >/dev/null 2>&1
+fi
+src=/usr/src/vballoon-$ver
+rm -rf "$VB_CHROOT$src"; mkdir -p "$VB_CHROOT$src"
+cp -r "$VB_ROOT/dkms.conf" "$VB_ROOT/Makefile" "$VB_ROOT/Kbuild" "$VB_ROOT/VERSION" "$VB_ROOT/rust" "$VB_CHROOT$src/"
+dk() { in_chroot "$VB_CHROOT" dkms "$@" -k "$rel" --kernelsourcedir "/usr/src/linux-headers-$rel"; }
+in_chroot "$VB_CHROOT" dkms remove "vballoon/$ver" --all >/dev/null 2>&1
+out=$(dk install "vballoon/$ver" --no-depmod 2>&1); rc=$?
+ko=$(ls "$VB_CHROOT/lib/modules/$rel"/updates/dkms/vballoon.ko* 2>/dev/null | head -1)
+status=$(in_chroot "$VB_CHROOT" dkms status vballoon 2>&1)
+if [ $rc != 0 ] || [ -z "$ko" ]; then
+    fail dkms_debian "dkms install for $rel: exit $rc, $(tail -3 <<<"$out" | tr '\n' ' ')"
+elif ! grep -q "vballoon/$ver, $rel, x86_64: installed" <<<"$status"; then
+    fail dkms_debian "dkms status: $status"
+elif [ "$(modinfo -F vermagic "$ko" | awk '{print $1}')" != "$rel" ]; then
+    fail dkms_debian "the module dkms built has vermagic $(modinfo -F vermagic "$ko")"
+else
+    in_chroot "$VB_CHROOT" dkms remove "vballoon/$ver" --all >/dev/null 2>&1
+    # Without the Rust half: skipped with the reason (dkms's BUILD_EXCLUSIVE), exit 0 or 77.
+    mv "$kdir/.vballoon-kdir" "$kdir/.vballoon-kdir.hidden"
+    out=$(dk install "vballoon/$ver" --no-depmod 2>&1); rc=$?
+    mv "$kdir/.vballoon-kdir.hidden" "$kdir/.vballoon-kdir"
+    status=$(in_chroot "$VB_CHROOT" dkms status vballoon 2>&1)
+    if [ $rc != 0 ] && [ $rc != 77 ]; then
+        fail dkms_debian "without the Rust half, dkms install failed (exit $rc) instead of skipping: $(tail -3 <<<"$out" | tr '\n' ' ')"
+    elif ! grep -q "vballoon: not built for $rel: its headers have no Rust build files" <<<"$out"; then
+        fail dkms_debian "without the Rust half, no reason printed: $(tail -3 <<<"$out" | tr '\n' ' ')"
+    elif grep -q 'installed' <<<"$status"; then
+        fail dkms_debian "without the Rust half, dkms status says: $status"
+    else
+        pass dkms_debian
+        echo "[debian] dkms: built and installed ${ko#"$VB_CHROOT"}; without the Rust half (exit $rc): $(grep -m1 -o 'vballoon: not built.*Rust build files' <<<"$out")"
+    fi
+fi
+in_chroot "$VB_CHROOT" dkms remove "vballoon/$ver" --all >/dev/null 2>&1
+rm -rf "${VB_CHROOT:?}$src"
+
 out=$(touch "$VB_ROOT/rust/vballoon.rs"; bash "$VB_ROOT/scripts/module.sh" --kdir "$kdir" --clippy 2>&1); rc=$?
 if [ $rc != 0 ]; then
     fail clippy_clean "the CLIPPY=1 build against $rel failed: $(grep -m3 -E '^error' <<<"$out" | tr '\n' ' ')"

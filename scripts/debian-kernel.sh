@@ -109,12 +109,16 @@ log "$suite: kernel $release ($pkgver), built with $cc_text, $rustc_text, $bindg
 KDIR_IN=/var/lib/vballoon/kdir/$release
 KDIR=$CH$KDIR_IN
 OUT=$DEB/$release
-key="$release $pkgver $rustc_text $(sha256sum "$0" | cut -c1-16) $(sha256sum <<<"$config" | cut -c1-16)"
-if [ -f "$KDIR/.vballoon-kdir" ] && [ "$(cat "$KDIR/.vballoon-kdir")" = "$key" ] && [ -f "$OUT/.vballoon-unpacked" ]; then
-    log "cached: $KDIR"
-    echo "$KDIR"; exit 0
-fi
-
+# Each half is cached, keyed by what went into it: the prepared KDIR by the kernel, its package
+# version, rustc, config and the text of the prepare section below; the unpacked vmlinuz and
+# modules by the package version and the text of the unpack section.
+section() { sed -n "/^# >>> $1/,/^# <<< $1/p" "$0" | sha256sum | cut -c1-16; }
+key="$release $pkgver $rustc_text $(section prepare) $(sha256sum <<<"$config" | cut -c1-16)"
+unpack_key="$release $pkgver $(section unpack)"
+if [ -f "$KDIR/.vballoon-kdir" ] && [ "$(cat "$KDIR/.vballoon-kdir")" = "$key" ]; then
+    log "cached: the Rust half of $release in $KDIR"
+else
+# >>> prepare
 log "installing linux-headers-$release, $srcpkg and $gccpkg ($pkgver) in the chroot"
 # The project's own kernel uses the same linux-source package: hand apt the cached .deb.
 for d in "$VB_CACHE"/apt/debs/"$srcpkg"_"${pkgver/\~/%7e}"_all.deb "$VB_CACHE"/apt/debs/"$srcpkg"_"$pkgver"_all.deb; do
@@ -175,7 +179,22 @@ sed -n '/^bindgen_skip_c_flags :=/,/^$/p' "$P/src/rust/Makefile" | sed 's/^bindg
 [ -s "$KDIR/rust/bindgen_skip_c_flags" ] || die "no bindgen_skip_c_flags in $srcpkg's rust/Makefile"
 cp "$P/out/scripts/target.json" "$KDIR/scripts/"
 rm -rf "$P"
+# <<< prepare
+echo "$key" > "$KDIR/.vballoon-kdir"
+fi
 
+# Where the unpacked packages put the modules and the vmlinuz.
+locate() {
+    moddir=$(ls -d "$OUT"/root/usr/lib/modules/"$release" "$OUT"/root/lib/modules/"$release" 2>/dev/null | head -1 || true)
+    [ -n "$moddir" ] || die "no lib/modules/$release in linux-modules-$release"
+    # usr/lib/modules/<release>/vmlinuz since the 6.19 package split; boot/vmlinuz-<release> before.
+    vmlinuz=$(ls "$moddir/vmlinuz" "$OUT/root/boot/vmlinuz-$release" 2>/dev/null | head -1 || true)
+    [ -n "$vmlinuz" ] || die "no vmlinuz in linux-binary-$release"
+}
+if [ -f "$OUT/.vballoon-unpacked" ] && [ "$(cat "$OUT/.vballoon-unpacked")" = "$unpack_key" ]; then
+    log "cached: the packaged vmlinuz and modules of $release in $OUT"
+else
+# >>> unpack
 # The packaged vmlinuz and Debian's own modules (virtio_balloon.ko for the C driver's side).
 log "fetching linux-binary-$release and linux-modules-$release"
 rm -rf "$OUT"; mkdir -p "$OUT/debs" "$CH/tmp/vb-debs"
@@ -183,12 +202,8 @@ in_chroot "$CH" sh -c "cd /tmp/vb-debs && apt-get -q -o Acquire::Check-Valid-Unt
     die "downloading linux-binary-$release / linux-modules-$release ($pkgver) failed"
 mv "$CH"/tmp/vb-debs/*.deb "$OUT/debs/"; rmdir "$CH/tmp/vb-debs"
 for d in "$OUT"/debs/*.deb; do dpkg-deb -x "$d" "$OUT/root"; done
-moddir=$(ls -d "$OUT"/root/usr/lib/modules/"$release" "$OUT"/root/lib/modules/"$release" 2>/dev/null | head -1)
-# usr/lib/modules/<release>/vmlinuz since the 6.19 package split; boot/vmlinuz-<release> before.
-vmlinuz=$(ls "$moddir/vmlinuz" "$OUT/root/boot/vmlinuz-$release" 2>/dev/null | head -1)
-[ -n "$vmlinuz" ] || die "no vmlinuz in linux-binary-$release"
-[ -n "$moddir" ] || die "no lib/modules/$release in linux-modules-$release"
-cdrv=$(ls "$moddir"/kernel/drivers/virtio/virtio_balloon.ko* 2>/dev/null | head -1)
+locate
+cdrv=$(ls "$moddir"/kernel/drivers/virtio/virtio_balloon.ko* 2>/dev/null | head -1 || true)
 [ -n "$cdrv" ] || die "linux-modules-$release has no virtio_balloon.ko"
 case $cdrv in
     *.xz) xz -dc "$cdrv" > "$OUT/virtio_balloon.ko";;
@@ -196,7 +211,10 @@ case $cdrv in
     *.gz) gzip -dc "$cdrv" > "$OUT/virtio_balloon.ko";;
     *) cp "$cdrv" "$OUT/virtio_balloon.ko";;
 esac
-touch "$OUT/.vballoon-unpacked"
+# <<< unpack
+echo "$unpack_key" > "$OUT/.vballoon-unpacked"
+fi
+locate
 
 cat > "$KDIR/vballoon-debian.env" <<EOF
 # Written by scripts/debian-kernel.sh: how to build for and boot Debian's $release.
@@ -210,6 +228,5 @@ VB_VMLINUZ=$vmlinuz
 VB_MODULES=$moddir
 VB_C_DRIVER=$OUT/virtio_balloon.ko
 EOF
-echo "$key" > "$KDIR/.vballoon-kdir"
 log "ready: $KDIR"
 echo "$KDIR"
