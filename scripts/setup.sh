@@ -18,8 +18,9 @@ BASE_PKGS=(rustc-web rust-web-src clang-19 lld-19 llvm-19 libclang-19-dev flex b
            # dkms.conf's test (scripts/package-test.sh); --no-install-recommends (below) keeps it
            # from pulling in a Debian kernel's headers
            dkms
-           # Debian's own kernels (scripts/debian-kernel.sh): trixie and sid chroots
-           debootstrap)
+           # Debian's own kernels (scripts/debian-kernel.sh): trixie and sid chroots; the
+           # vballoon-dkms package (scripts/deb.sh: dpkg-buildpackage, debhelper, dh-dkms)
+           debootstrap debhelper dh-dkms)
 # Without a cargo on PATH (no rustup; env.sh has added ~/.cargo/bin if it exists), Debian's
 # cargo-web builds the host crates and bindgen-cli: the same 1.96 as rustc-web, from
 # bookworm-security (it Provides cargo). rustfmt-web gives rustfmt and cargo fmt for the lints;

@@ -18,6 +18,10 @@ finish() {
         cat "$failures"
     fi
     rm -f "$failures"
+    if [ -n "${deb_prep_pid:-}" ]; then
+        pkill -TERM -P "$deb_prep_pid" 2>/dev/null; kill "$deb_prep_pid" 2>/dev/null
+    fi
+    [ -z "${deb_prep:-}" ] || rm -rf "$deb_prep"
     echo "[test] took $(( $(date +%s) - start )) s"
     echo "$passed passed, $failed failed, $skipped skipped"
     [ "$failed" = 0 ]
@@ -27,6 +31,17 @@ fail_step() { echo "[test] $1"; failed=$((failed + 1)); finish; }
 
 bash "$VB_ROOT/scripts/setup.sh" || fail_step "setup failed"
 cd "$VB_ROOT"
+
+# Debian's kernels are prepared in the background from the start (debootstrap and the downloads
+# wait on the network, not the CPU); their boot tests run last and wait for it.
+deb_prep=$(mktemp -d)
+if [ "$what" = all ] || [ "$what" = debian ]; then
+    ( for s in trixie-backports sid; do
+          bash "$VB_ROOT/scripts/debian-kernel.sh" "$s" > "$deb_prep/$s.log" 2>&1
+          echo $? > "$deb_prep/$s.rc"
+      done ) &
+    deb_prep_pid=$!
+fi
 
 if [ "$what" != debug ] && [ "$what" != debian ]; then
     echo "[test] host unit tests (cargo test)"
@@ -88,7 +103,10 @@ DEBIAN_BASIC=(module_binds inflate_deflate_vballoon inflate_deflate_c_driver sta
 debian_kernel() { # SUITE SCENARIO...
     local suite=$1; shift
     local kdir module only=() s bout
-    if ! kdir=$(bash "$VB_ROOT/scripts/debian-kernel.sh" "$suite" | tail -1) || [ ! -f "$kdir/vballoon-debian.env" ]; then
+    [ -z "${deb_prep_pid:-}" ] || { wait "$deb_prep_pid"; deb_prep_pid=; }
+    sed 's/^/[prepare] /' "$deb_prep/$suite.log"
+    kdir=$(tail -1 "$deb_prep/$suite.log")
+    if [ "$(cat "$deb_prep/$suite.rc" 2>/dev/null)" != 0 ] || [ ! -f "$kdir/vballoon-debian.env" ]; then
         echo "[test] FAIL debian-$suite: could not prepare $suite's kernel (above)"; failed=$((failed + 1))
         echo "FAIL debian-$suite: preparing the kernel (scripts/debian-kernel.sh $suite)" >> "$failures"
         return
@@ -106,6 +124,13 @@ debian_kernel() { # SUITE SCENARIO...
     echo "$cout" | sed "s/^/[debian-$suite] /"
     passed=$((passed + $(grep -c '^PASS ' <<<"$cout"))); failed=$((failed + $(grep -c '^FAIL ' <<<"$cout")))
     grep '^FAIL ' <<<"$cout" | sed "s/^/[debian-$suite] /" >> "$failures"
+    if [ "$suite" = trixie-backports ]; then
+        # The Debian packages, installed with apt in trixie (scripts/debian-package-test.sh).
+        cout=$(bash "$VB_ROOT/scripts/debian-package-test.sh" "$kdir" 2>&1)
+        echo "$cout" | sed "s/^/[debian-package] /"
+        passed=$((passed + $(grep -c '^PASS ' <<<"$cout"))); failed=$((failed + $(grep -c '^FAIL ' <<<"$cout")))
+        grep '^FAIL ' <<<"$cout" | sed "s/^/[debian-package] /" >> "$failures"
+    fi
     for s in "$@"; do only+=(--only "$s"); done
     local tag=debian-${VB_DEBIAN_RELEASE%%+*}
     echo "[test] boot tests on Debian's $VB_DEBIAN_RELEASE ($VB_DEBIAN_SUITE, packaged vmlinuz)"
