@@ -25,6 +25,38 @@
 /* The one version string: VERSION at the top of the tree (Kbuild passes it in). */
 MODULE_VERSION(VBALLOON_VERSION);
 
+/*
+ * The module parameters, read-only in /sys/module/vballoon/parameters (the Rust kernel crate's
+ * module! params are not in sysfs). Read once, at probe, through the getters below.
+ */
+static unsigned long floor_mib = 64;
+module_param(floor_mib, ulong, 0444);
+MODULE_PARM_DESC(floor_mib,
+		 "Never inflate while the guest's MemAvailable is below this many MiB (default 64)");
+static unsigned int block_kib = 2048;
+module_param(block_kib, uint, 0444);
+MODULE_PARM_DESC(block_kib,
+		 "Inflate in blocks of this many KiB (a power of two) where the allocator has them free, falling back to single pages; 0 = single pages only (default 2048)");
+static unsigned int host_timeout_ms = 5000;
+module_param(host_timeout_ms, uint, 0444);
+MODULE_PARM_DESC(host_timeout_ms,
+		 "How long the host may take to use a buffer before the balloon stops and says so; unbind waits at most this long before resetting the device (default 5000)");
+
+unsigned long vballoon_param_floor_mib(void)
+{
+	return READ_ONCE(floor_mib);
+}
+
+unsigned int vballoon_param_block_kib(void)
+{
+	return READ_ONCE(block_kib);
+}
+
+unsigned int vballoon_param_host_timeout_ms(void)
+{
+	return READ_ONCE(host_timeout_ms);
+}
+
 int vballoon_cread_le32(struct virtio_device *vdev, unsigned int offset, u32 *val)
 {
 	__le32 v;

@@ -78,6 +78,11 @@ struct vballoon_attrs;
 int vballoon_attrs_add(struct virtio_device *vdev, const char *group, const char *const *names,
 		       unsigned int n, const void *hook, struct vballoon_attrs **out);
 void vballoon_attrs_remove(struct vballoon_attrs *g);
+/* The module parameters (declared in helpers.c; read-only in sysfs). */
+unsigned long vballoon_param_floor_mib(void);
+unsigned int vballoon_param_block_kib(void);
+unsigned int vballoon_param_host_timeout_ms(void);
+
 /* spin_lock_irqsave and friends (macros in C): the 7.2 build's IRQ-safe lock (kext/irqlock.rs). */
 unsigned long vballoon_spin_lock_irqsave(spinlock_t *lock);
 int vballoon_spin_trylock_irqsave(spinlock_t *lock, unsigned long *flags);

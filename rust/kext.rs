@@ -14,21 +14,32 @@ use kernel::{
     workqueue::{DelayedWork, Queue, Work, WorkItem},
 };
 
-/// A module parameter's value: 7.3's `value()` returns it, 7.2's a reference to it. The one
-/// place that difference is handled, e.g. `kext::param!(floor_mib)`.
-#[cfg(vb_kernel_ge_7_3)]
-macro_rules! param {
-    ($name:ident) => {
-        crate::module_parameters::$name.value()
-    };
+/// The module parameters, as modprobe.d or the kernel command line set them. They are C
+/// `module_param`s (rust/helpers.c) so that sysfs shows them, read-only; each is read once, at
+/// probe.
+pub(crate) mod param {
+    use crate::ffi;
+
+    /// `floor_mib`: vballoon never inflates while MemAvailable is below this many MiB.
+    pub(crate) fn floor_mib() -> u64 {
+        // SAFETY: Reads a `static` of this module, alive as long as the module's code.
+        let mib = unsafe { ffi::vballoon_param_floor_mib() };
+        // `unsigned long`: never wider than 64 bits.
+        mib as u64
+    }
+
+    /// `block_kib`: the inflate block size in KiB (0: single pages).
+    pub(crate) fn block_kib() -> u32 {
+        // SAFETY: As above.
+        unsafe { ffi::vballoon_param_block_kib() }
+    }
+
+    /// `host_timeout_ms`: how long the host may take to use a buffer.
+    pub(crate) fn host_timeout_ms() -> u32 {
+        // SAFETY: As above.
+        unsafe { ffi::vballoon_param_host_timeout_ms() }
+    }
 }
-#[cfg(not(vb_kernel_ge_7_3))]
-macro_rules! param {
-    ($name:ident) => {
-        *crate::module_parameters::$name.value()
-    };
-}
-pub(crate) use param;
 
 /// `v.push(x, flags)` without a panic path where the kernel has `CONFIG_RUST_OVERFLOW_CHECKS`
 /// (Debian's kernels): `KVec::push` inlines `reserve`, whose `cap - len` and `cap * 2` rely on

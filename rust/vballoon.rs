@@ -27,18 +27,8 @@ virtio::module_virtio_driver! {
     authors: ["vballoon developers"],
     description: "virtio balloon driver in Rust",
     license: "GPL",
-    params: {
-        floor_mib: u64 {
-            default: 64,
-            description: "Never inflate while the guest's MemAvailable is below this many MiB (default 64)",
-        },
-        block_kib: u32 {
-            default: 2048,
-            description: "Inflate in blocks of this many KiB (a power of two) where the allocator has them free, falling back to single pages; 0 = single pages only (default 2048)",
-        },
-        host_timeout_ms: u32 {
-            default: 5000,
-            description: "How long the host may take to use a buffer before the balloon stops and says so; unbind waits at most this long before resetting the device (default 5000)",
-        },
-    },
 }
+// The module parameters (floor_mib, block_kib, host_timeout_ms) are declared in rust/helpers.c
+// with module_param(..., 0444), so /sys/module/vballoon/parameters shows what modprobe.d or the
+// command line set (the kernel crate's `module!` params never appear in sysfs); `kext::param`
+// reads them.

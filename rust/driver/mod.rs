@@ -348,7 +348,7 @@ impl virtio::Driver for VBalloon {
         }
         let incoming = page_vectors(inflight, geometry.pages_per_buffer())?;
         let leaving = page_vectors(inflight, geometry.pages_per_buffer())?;
-        let block_kib = kext::param!(block_kib);
+        let block_kib = kext::param::block_kib();
         let block_order = match block::block_order(
             block_kib,
             mm::page_shift(),
@@ -366,7 +366,7 @@ impl virtio::Driver for VBalloon {
                 return Err(EINVAL);
             }
         };
-        let floor_bytes = kext::param!(floor_mib).saturating_mul(MIB);
+        let floor_bytes = kext::param::floor_mib().saturating_mul(MIB);
         let this = Arc::pin_init(
             try_pin_init!(VBalloon {
                 dev: dev.into(),
@@ -393,7 +393,7 @@ impl virtio::Driver for VBalloon {
                 shrinker <- unsafe { Shrinker::new() },
                 target_changed: AtomicBool::new(false),
                 incoming <- new_mutex!(incoming, "vballoon::incoming"),
-                acked <- AckEvent::new(kext::param!(host_timeout_ms)),
+                acked <- AckEvent::new(kext::param::host_timeout_ms()),
                 state <- new_mutex!(State {
                     queues: Some(Queues { inflate, deflate }),
                     held: 0,
