@@ -9,6 +9,7 @@
 # - dkms_debian: Debian's dkms in the chroot builds and installs vballoon for the kernel from
 #   dkms.conf alone (it finds /var/lib/vballoon/kdir/<release>, the kernel's gcc and rustc); with
 #   that KDIR hidden, the same install is skipped with the reason, not failed.
+# - dkms_rustc_mismatch_skipped: dkms with another rustc skips the kernel, saying so.
 # - clippy_clean: the CLIPPY=1 build with that suite's clippy (the kernel lints and clippy's)
 #   has no warning: the lint rule holds with every supported toolchain.
 set -uo pipefail
@@ -94,6 +95,21 @@ else
     else
         pass dkms_debian
         echo "[debian] dkms: built and installed ${ko#"$VB_CHROOT"}; without the Rust half (exit $rc): $(grep -m1 -o 'vballoon: not built.*Rust build files' <<<"$out")"
+    fi
+    # Another rustc than the kernel's (as trixie-backports' 1.97.1 beside trixie's kernel):
+    # skipped with the reason, not a failed build.
+    in_chroot "$VB_CHROOT" dkms remove "vballoon/$ver" --all >/dev/null 2>&1
+    out=$(in_chroot "$VB_CHROOT" env VB_RUSTC="$work/rustc-other" dkms install "vballoon/$ver" \
+        -k "$rel" --kernelsourcedir "/usr/src/linux-headers-$rel" --no-depmod 2>&1); rc=$?
+    status=$(in_chroot "$VB_CHROOT" dkms status vballoon 2>&1)
+    if [ $rc != 0 ] && [ $rc != 77 ]; then
+        fail dkms_rustc_mismatch_skipped "dkms install with rustc 1.96.0 failed (exit $rc) instead of skipping: $(tail -3 <<<"$out" | tr '\n' ' ')"
+    elif ! grep -q "vballoon: not built for $rel: it was built with \"$want\" but $work/rustc-other is \"rustc 1.96.0" <<<"$out"; then
+        fail dkms_rustc_mismatch_skipped "no reason printed: $(tail -3 <<<"$out" | tr '\n' ' ')"
+    elif grep -q 'installed' <<<"$status"; then
+        fail dkms_rustc_mismatch_skipped "installed anyway: $status"
+    else
+        pass dkms_rustc_mismatch_skipped
     fi
 fi
 in_chroot "$VB_CHROOT" dkms remove "vballoon/$ver" --all >/dev/null 2>&1
