@@ -333,6 +333,18 @@ pub struct VmOpts {
     /// vballoon's counters once a second to `<guest dir>/watch.log` (`make watch` follows
     /// it): on for the demo, and for every guest when `VB_WATCH` is set.
     pub watch: bool,
+    /// A real root filesystem instead of the test initramfs (the Debian guest): its raw image,
+    /// attached as virtio-blk with `snapshot=on` (the image stays as built), and the kernel
+    /// and initramfs to boot it with.
+    pub disk: Option<DiskBoot>,
+}
+
+/// How a guest with its own root filesystem boots (see [`VmOpts::disk`]).
+#[derive(Clone, Debug)]
+pub struct DiskBoot {
+    pub image: PathBuf,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
 }
 
 /// A device created with QMP `device_add` while the machine waits to start (`-S`), once its
@@ -359,6 +371,7 @@ impl Default for VmOpts {
             qemu: None,
             late_device: None,
             watch: std::env::var_os("VB_WATCH").is_some(),
+            disk: None,
         }
     }
 }
@@ -445,11 +458,22 @@ impl Vm {
             c.args(["-M", m]);
         }
         c.args(&opts.extra);
+        let (kernel, initrd) = match &opts.disk {
+            Some(d) => {
+                c.arg("-drive").arg(format!(
+                    "file={},if=virtio,format=raw,snapshot=on",
+                    d.image.display()
+                ));
+                append.push_str(" root=LABEL=vbroot ro");
+                (d.kernel.as_path(), d.initrd.as_path())
+            }
+            None => (paths.kernel.as_path(), initramfs),
+        };
         c.args(["-m", &format!("{}M", opts.mem_mib), "-smp", "2"])
             .arg("-kernel")
-            .arg(&paths.kernel)
+            .arg(kernel)
             .arg("-initrd")
-            .arg(initramfs)
+            .arg(initrd)
             .args([
                 "-append",
                 &format!("console=ttyS0 panic=-1 oops=panic loglevel=7 {}", append),
@@ -822,6 +846,36 @@ impl Vm {
         self.poweroff(Duration::from_secs(30)).map(drop)
     }
 
+    /// Sends `cmd` to the guest shell without waiting for it to finish (a `systemctl reboot`
+    /// that ends the shell), then waits up to `timeout` for the shell to come back (`VB_READY`,
+    /// the next boot's; needs [`VmOpts::allow_reset`]).
+    pub fn run_until_ready(&mut self, cmd: &str, timeout: Duration) -> Result<Duration> {
+        let start = Instant::now();
+        let w = self.shell.cmd.get_mut();
+        w.write_all(cmd.as_bytes())?;
+        w.write_all(b"\n")?;
+        self.wait_line("VB_READY", timeout)
+            .with_context(|| format!("the guest did not come back after {cmd:?}"))?;
+        Ok(start.elapsed())
+    }
+
+    /// Sends `cmd` (e.g. `systemctl poweroff`: init's whole shutdown) and waits up to `timeout`
+    /// for QEMU to exit by itself; how long that took, or `None` (QEMU is then told to quit).
+    pub fn run_until_exit(mut self, cmd: &str, timeout: Duration) -> Result<Option<Duration>> {
+        let start = Instant::now();
+        let w = self.shell.cmd.get_mut();
+        w.write_all(cmd.as_bytes())?;
+        w.write_all(b"\n")?;
+        while start.elapsed() < timeout {
+            if self.child.try_wait()?.is_some() {
+                return Ok(Some(start.elapsed()));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.qmp.execute(&qmp::quit {});
+        Ok(None)
+    }
+
     /// Powers the guest off (`poweroff -f`: the kernel's shutdown path, every driver's
     /// `.shutdown`, no init scripts) and waits up to `timeout` for QEMU to exit by itself.
     /// Returns how long that took, or `None` if the guest did not go down (QEMU is then told
@@ -961,6 +1015,21 @@ impl Shell {
     }
 
     /// Fails if the kernel log has a warning, bug, oops, lockdep or memory-checker report.
+    /// The lines of a console log (a guest that is gone) that a clean run never has.
+    pub fn console_reports(console: &Path) -> Result<Vec<String>> {
+        let log = String::from_utf8_lossy(&std::fs::read(console)?).into_owned();
+        Ok(log
+            .lines()
+            .filter(|l| {
+                SPLATS
+                    .iter()
+                    .chain(ALSO_UNCLEAN.iter())
+                    .any(|b| l.contains(b))
+            })
+            .map(str::to_string)
+            .collect())
+    }
+
     pub fn assert_dmesg_clean(&mut self) -> Result<()> {
         self.assert_no_reports(&[&SPLATS, &ALSO_UNCLEAN])
     }

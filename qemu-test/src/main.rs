@@ -6,6 +6,7 @@
 
 mod bench;
 mod counters;
+mod debian_guest;
 mod demo;
 mod faults;
 mod guest;
@@ -38,6 +39,8 @@ struct Args {
     flavor: String,
     /// The project's QEMU build with `vhost-user-device-pci` (scripts/qemu.sh).
     vhost_qemu: Option<PathBuf>,
+    /// The real Debian guest's image directory (`--image`).
+    image: Option<PathBuf>,
     /// `stress`: inflate/deflate cycles and insmod/rmmod cycles.
     cycles: u32,
     loads: u32,
@@ -48,6 +51,7 @@ fn parse() -> Result<Args> {
     let mode = it.next().unwrap_or_default();
     let (mut kernel, mut kdir, mut module, mut work) = (None, None, None, None);
     let mut c_driver = None;
+    let mut image = None;
     let mut only = Vec::new();
     let mut flavor = String::from("guest");
     let mut vhost_qemu = None;
@@ -59,6 +63,7 @@ fn parse() -> Result<Args> {
             "--kdir" => kdir = Some(PathBuf::from(val()?)),
             "--module" => module = Some(PathBuf::from(val()?)),
             "--c-driver" => c_driver = Some(PathBuf::from(val()?)),
+            "--image" => image = Some(PathBuf::from(val()?)),
             "--work" => work = Some(PathBuf::from(val()?)),
             "--only" => only.push(val()?),
             "--flavor" => flavor = val()?,
@@ -80,7 +85,7 @@ fn parse() -> Result<Args> {
         root: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."),
     };
     if !["test", "demo", "bench", "stress"].contains(&mode.as_str()) {
-        bail!("usage: qemu-test test|demo|bench|stress --kdir KDIR --module vballoon.ko [--kernel IMG] [--c-driver KO] [--only NAME] [--cycles N --loads N]");
+        bail!("usage: qemu-test test|demo|bench|stress --kdir KDIR --module vballoon.ko [--kernel IMG] [--c-driver KO] [--image DIR] [--only NAME] [--cycles N --loads N]");
     }
     Ok(Args {
         mode,
@@ -88,6 +93,7 @@ fn parse() -> Result<Args> {
         only,
         flavor,
         vhost_qemu,
+        image,
         cycles,
         loads,
     })
@@ -118,6 +124,7 @@ fn main() {
         // `debian-*` (Debian's packaged kernels) compare with the C driver as the test kernel does.
         debug: args.flavor == "debug" || args.flavor == "kasan",
         vhost_qemu: args.vhost_qemu.as_deref(),
+        image: args.image.as_deref(),
     };
     if args.mode != "test" {
         let r = match args.mode.as_str() {
@@ -149,6 +156,9 @@ fn main() {
             continue;
         }
         if !ctx.debug && scenarios::DEBUG_KERNEL_ONLY.contains(&name) {
+            continue;
+        }
+        if ctx.image.is_none() && scenarios::IMAGE_ONLY.contains(&name) {
             continue;
         }
         println!("RUN  {name}");

@@ -43,6 +43,9 @@ pub struct Ctx<'a> {
     pub debug: bool,
     /// The QEMU build that accepts `vhost-user-device-pci` (hostile-host scenarios).
     pub vhost_qemu: Option<&'a Path>,
+    /// The real Debian guest (`scripts/debian-image.sh`'s directory: root.img, vmlinuz,
+    /// initrd.img), for `debian_guest`, which runs only when it is given.
+    pub image: Option<&'a Path>,
 }
 
 impl Ctx<'_> {
@@ -555,6 +558,9 @@ pub const TEST_KERNEL_ONLY: [&str; 10] = [
     "libvirt_autodeflate",
 ];
 
+/// Scenarios that run only on the real Debian guest image (`--image`).
+pub const IMAGE_ONLY: [&str; 1] = ["debian_guest"];
+
 /// Scenarios that need the debug kernel's checkers (kmemleak) to mean anything.
 pub const DEBUG_KERNEL_ONLY: [&str; 2] = ["fault_injection", "stress_short"];
 
@@ -613,5 +619,6 @@ pub fn all() -> Vec<Scenario> {
         ("memory_pressure", crate::pressure::memory_pressure),
         ("fault_injection", crate::faults::fault_injection),
         ("stress_short", crate::stress::stress_short),
+        ("debian_guest", crate::debian_guest::debian_guest),
     ]
 }
