@@ -364,9 +364,39 @@ impl Drop for Daemon {
     }
 }
 
-fn domain_xml(ctx: &Ctx, console: &Path, cmd: &Path, autodeflate: bool) -> String {
+/// The test domain boots either the test initramfs or, with `disk`, the real Debian guest: its
+/// kernel and initramfs, and a copy-on-write overlay of its image (the image stays as built).
+struct DiskDomain<'a> {
+    image_dir: &'a Path,
+    overlay: &'a Path,
+}
+
+fn domain_xml(
+    ctx: &Ctx,
+    console: &Path,
+    cmd: &Path,
+    autodeflate: bool,
+    disk: Option<&DiskDomain<'_>>,
+) -> String {
     let (accel, _) = pick_accel();
     let dtype = if accel == "kvm" { "kvm" } else { "qemu" };
+    let (kernel, initrd, cmdline, disk_xml) = match disk {
+        None => (
+            ctx.paths.kernel.clone(),
+            ctx.initramfs.to_path_buf(),
+            "console=ttyS0 panic=-1".to_string(),
+            String::new(),
+        ),
+        Some(d) => (
+            d.image_dir.join("vmlinuz"),
+            d.image_dir.join("initrd.img"),
+            "console=ttyS0 panic=-1 root=LABEL=vbroot ro".to_string(),
+            format!(
+                "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='{}'/><target dev='vda' bus='virtio'/></disk>",
+                d.overlay.display()
+            ),
+        ),
+    };
     format!(
         r#"<domain type='{dtype}'>
   <name>{DOMAIN}</name>
@@ -377,20 +407,21 @@ fn domain_xml(ctx: &Ctx, console: &Path, cmd: &Path, autodeflate: bool) -> Strin
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>{kernel}</kernel>
     <initrd>{initrd}</initrd>
-    <cmdline>console=ttyS0 panic=-1</cmdline>
+    <cmdline>{cmdline}</cmdline>
   </os>
   <features><acpi/></features>
   <on_reboot>destroy</on_reboot>
   <devices>
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    {disk_xml}
     <serial type='file'><source path='{console}'/><target port='0'/></serial>
     <serial type='unix'><source mode='bind' path='{cmd}'/><target port='1'/></serial>
     <memballoon model='virtio'{autodeflate}><stats period='2'/></memballoon>
   </devices>
 </domain>
 "#,
-        kernel = ctx.paths.kernel.display(),
-        initrd = ctx.initramfs.display(),
+        kernel = kernel.display(),
+        initrd = initrd.display(),
         console = console.display(),
         cmd = cmd.display(),
         autodeflate = if autodeflate { " autodeflate='on'" } else { "" },
@@ -524,11 +555,37 @@ fn with_domain(
     autodeflate: bool,
     body: impl FnOnce(&mut Shell) -> Result<()>,
 ) -> Result<()> {
+    with_domain_on(ctx, name, autodeflate, None, body)
+}
+
+/// [`with_domain`], on the real Debian guest's image when `image_dir` is given.
+fn with_domain_on(
+    ctx: &Ctx,
+    name: &str,
+    autodeflate: bool,
+    image_dir: Option<&Path>,
+    body: impl FnOnce(&mut Shell) -> Result<()>,
+) -> Result<()> {
     let work = ctx.paths.work.join(name);
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
+    let overlay = work.join("root.qcow2");
+    if let Some(dir) = image_dir {
+        let st = Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+            .arg(dir.join("root.img"))
+            .arg(&overlay)
+            .status()
+            .context("qemu-img")?;
+        ensure!(st.success(), "qemu-img create of the overlay failed ({st})");
+    }
+    let disk = image_dir.map(|image_dir| DiskDomain {
+        image_dir,
+        overlay: &overlay,
+    });
     let mut daemon = Daemon::start(&ctx.paths.work, &work)?;
-    let r = boot(ctx, &work, autodeflate, &mut daemon).and_then(|mut sh| body(&mut sh));
+    let r =
+        boot(ctx, &work, autodeflate, disk.as_ref(), &mut daemon).and_then(|mut sh| body(&mut sh));
     let s = daemon.stop();
     if let (Err(_), Err(e)) = (&r, &s) {
         println!("    {e:#}");
@@ -536,18 +593,24 @@ fn with_domain(
     r.and(s)
 }
 
-fn boot(ctx: &Ctx, work: &Path, autodeflate: bool, daemon: &mut Daemon) -> Result<Shell> {
+fn boot(
+    ctx: &Ctx,
+    work: &Path,
+    autodeflate: bool,
+    disk: Option<&DiskDomain<'_>>,
+    daemon: &mut Daemon,
+) -> Result<Shell> {
     let _ = virsh(&["destroy", DOMAIN]);
     let console = work.join("console.log");
     let cmd = work.join("cmd.sock");
     let xml = work.join("domain.xml");
-    std::fs::write(&xml, domain_xml(ctx, &console, &cmd, autodeflate))?;
+    std::fs::write(&xml, domain_xml(ctx, &console, &cmd, autodeflate, disk))?;
     virsh(&["create", "--paused", &xml.to_string_lossy()])?;
     daemon.qemu = domain_qemu();
     let stream = UnixStream::connect(&cmd).context("connecting to the guest shell socket")?;
     let mut sh = Shell::new(stream, console);
     virsh(&["resume", DOMAIN])?;
-    sh.wait_line("VB_READY", Duration::from_secs(180))
+    sh.wait_line("VB_READY", Duration::from_secs(300))
         .context("guest under libvirt did not boot")?;
     Ok(sh)
 }
@@ -612,6 +675,69 @@ pub fn libvirt_setmem_dommemstat(ctx: &Ctx) -> Result<()> {
                 "{k} differs by more than noise: C {a} KiB, vballoon {b} KiB"
             );
         }
+        virsh(&["destroy", DOMAIN])?;
+        Ok(())
+    })
+}
+
+/// The real Debian guest (`--image`) under a libvirtd of our own: vballoon, loaded by udev and
+/// not by the test, follows `virsh setmem --live` to 1 GiB and back with MemTotal exact, and
+/// `virsh dommemstat` has every field with plausible values.
+pub fn debian_guest_libvirt(ctx: &Ctx) -> Result<()> {
+    let Some(dir) = ctx.image else {
+        bail!("needs --image (scripts/debian-image.sh)");
+    };
+    with_domain_on(ctx, "debian_guest_libvirt", false, Some(dir), |sh| {
+        let bound = sh.sh(
+            "for d in /sys/bus/virtio/devices/*; do grep -qs 0x0005 $d/device && basename $(readlink $d/driver); done; true",
+        )?;
+        ensure!(
+            bound.trim() == "vballoon",
+            "the balloon is bound to {:?}, not vballoon",
+            bound.trim()
+        );
+        let total0 = sh.mem_total()?;
+        let full_kib = (2 * GIB / 1024) as i64;
+        let half_kib = full_kib / 2;
+        virsh(&["setmem", DOMAIN, &half_kib.to_string(), "--live"])?;
+        wait_stat("actual", half_kib, Duration::from_secs(240))?;
+        let total1 = sh.mem_total()?;
+        ensure!(
+            total0 - total1 == GIB,
+            "MemTotal dropped by {} MiB after setmem to 1 GiB",
+            (total0 - total1) / MIB
+        );
+        let last = stat(&dommemstat()?, "last_update").unwrap_or(0);
+        let m = fresh_stats(last)?;
+        for k in FIELDS {
+            stat(&m, k)?;
+        }
+        ensure!(
+            stat(&m, "available")? * 1024 == total1 as i64,
+            "dommemstat available {} KiB != MemTotal {} KiB at 1 GiB",
+            stat(&m, "available")?,
+            total1 / 1024
+        );
+        let unused = stat(&m, "unused")?;
+        ensure!(
+            unused > 0 && unused < stat(&m, "available")?,
+            "dommemstat unused {unused} KiB implausible"
+        );
+        println!(
+            "    setmem 1 GiB: actual {} MiB, available {} MiB, unused {} MiB, usable {} MiB, rss {} MiB",
+            stat(&m, "actual")? / 1024,
+            stat(&m, "available")? / 1024,
+            unused / 1024,
+            stat(&m, "usable")? / 1024,
+            stat(&m, "rss")? / 1024
+        );
+        virsh(&["setmem", DOMAIN, &full_kib.to_string(), "--live"])?;
+        wait_stat("actual", full_kib, Duration::from_secs(240))?;
+        ensure!(
+            sh.mem_total()? == total0,
+            "MemTotal not restored after setmem back to 2 GiB"
+        );
+        sh.assert_dmesg_clean()?;
         virsh(&["destroy", DOMAIN])?;
         Ok(())
     })

@@ -559,7 +559,7 @@ pub const TEST_KERNEL_ONLY: [&str; 10] = [
 ];
 
 /// Scenarios that run only on the real Debian guest image (`--image`).
-pub const IMAGE_ONLY: [&str; 1] = ["debian_guest"];
+pub const IMAGE_ONLY: [&str; 2] = ["debian_guest", "debian_guest_libvirt"];
 
 /// Scenarios that need the debug kernel's checkers (kmemleak) to mean anything.
 pub const DEBUG_KERNEL_ONLY: [&str; 2] = ["fault_injection", "stress_short"];
@@ -620,5 +620,6 @@ pub fn all() -> Vec<Scenario> {
         ("fault_injection", crate::faults::fault_injection),
         ("stress_short", crate::stress::stress_short),
         ("debian_guest", crate::debian_guest::debian_guest),
+        ("debian_guest_libvirt", crate::libvirt::debian_guest_libvirt),
     ]
 }
