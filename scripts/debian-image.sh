@@ -7,7 +7,9 @@
 # inside the emulated guest). `options vballoon floor_mib=128` goes to /etc/modprobe.d, and a
 # service gives the test harness a shell on the second serial port.
 #   scripts/debian-image.sh KDIR        prints the image directory on its last line:
-#     root.img (raw ext4), vmlinuz, initrd.img, image.env
+#     root.img (raw ext4), vmlinuz, initrd.img, image.env, and vmlinuz-norust, initrd-norust.img:
+#     trixie's own kernel (no Rust), installed beside it with its headers, for which dkms skips
+#     vballoon and the in-tree driver must be the balloon
 # Cached under $VB_CACHE/debian/image-<release>, keyed by the packages, this script and the
 # vballoon sources that went in.
 set -euo pipefail
@@ -51,6 +53,16 @@ apt_r install --no-install-recommends openssl "linux-headers-$rel=$VB_DEBIAN_PKG
     "/tmp/vb-pkgs/$(basename "$kdeb")" "/tmp/vb-pkgs/$(basename "$deb")" > "$OUT/vballoon.log" 2>&1 ||
     { tail -20 "$OUT/vballoon.log" >&2; die "installing the vballoon packages failed"; }
 rm -rf "$R/tmp/vb-pkgs"
+# A second kernel vballoon cannot be built for: trixie's own (no CONFIG_RUST), with its headers,
+# so dkms tries and skips it; booted, it must get the in-tree driver through the modprobe rule.
+log "installing trixie's own kernel (no Rust) and its headers beside it"
+apt_r install --no-install-recommends linux-image-amd64/trixie linux-headers-amd64/trixie > "$OUT/norust.log" 2>&1 ||
+    { tail -20 "$OUT/norust.log" >&2; die "installing trixie's linux-image-amd64 failed"; }
+norust=$(cd "$R/lib/modules" && ls -d [0-9]* | grep -v "^$rel\$" | sort -V | tail -1)
+[ -n "$norust" ] || die "no second kernel in the image"
+grep -q '^CONFIG_RUST=y' "$R/boot/config-$norust" && die "$norust has CONFIG_RUST=y: not a kernel vballoon cannot build for"
+in_chroot "$R" dkms status vballoon -k "$norust" | grep -q installed && die "dkms installed vballoon for $norust, which has no Rust"
+log "dkms for $norust: $(grep -i -m1 'vballoon\|exclusive\|skipped' "$OUT/norust.log" || echo 'skipped')"
 status=$(in_chroot "$R" dkms status vballoon)
 grep -q "$rel, .*: installed" <<<"$status" || { tail -20 "$OUT/vballoon.log" >&2; die "dkms did not install vballoon for $rel: $status"; }
 log "dkms: $status"
@@ -94,6 +106,8 @@ vmlinuz=$(ls "$R/boot/vmlinuz-$rel" "$R/usr/lib/modules/$rel/vmlinuz" 2>/dev/nul
 initrd=$(ls "$R/boot/initrd.img-$rel" 2>/dev/null | head -1 || true)
 [ -n "$vmlinuz" ] && [ -n "$initrd" ] || die "no vmlinuz/initrd.img for $rel in the image (see $OUT/kernel.log)"
 cp "$vmlinuz" "$OUT/vmlinuz"; cp "$initrd" "$OUT/initrd.img"
+cp "$R/boot/vmlinuz-$norust" "$OUT/vmlinuz-norust"; cp "$R/boot/initrd.img-$norust" "$OUT/initrd-norust.img" ||
+    die "no vmlinuz/initrd.img for $norust in the image"
 size=$(( $(du -sm "$R" | cut -f1) + 1024 ))
 log "mkfs.ext4 -d: ${size} MiB image"
 rm -f "$OUT/root.img"
@@ -104,6 +118,7 @@ VB_IMAGE=$OUT/root.img
 VB_IMAGE_KERNEL=$OUT/vmlinuz
 VB_IMAGE_INITRD=$OUT/initrd.img
 VB_IMAGE_RELEASE=$rel
+VB_IMAGE_NORUST_RELEASE=$norust
 EOF
 echo "$key" > "$OUT/.vballoon-image"
 log "ready: $OUT"

@@ -147,3 +147,57 @@ pub fn debian_guest(ctx: &Ctx) -> Result<()> {
     );
     Ok(())
 }
+
+/// The same guest on a kernel vballoon cannot be built for (trixie's own, no `CONFIG_RUST`;
+/// dkms skipped it at install): it still gets a balloon, the in-tree driver, through the
+/// package's modprobe rule (`install virtio_balloon ... vballoon || ... virtio_balloon`).
+pub fn debian_guest_no_rust(ctx: &Ctx) -> Result<()> {
+    let Some(dir) = ctx.image else {
+        bail!("needs --image (scripts/debian-image.sh)");
+    };
+    let opts = VmOpts {
+        disk: Some(DiskBoot {
+            image: dir.join("root.img"),
+            kernel: dir.join("vmlinuz-norust"),
+            initrd: dir.join("initrd-norust.img"),
+        }),
+        ..VmOpts::default()
+    };
+    let mut vm = Vm::boot("debian_guest_no_rust", ctx.paths, ctx.initramfs, &opts)?;
+    vm.sh("systemctl is-system-running --wait >/dev/null 2>&1; true")?;
+    let rel = vm.sh("uname -r")?;
+    let mods = vm.sh("cut -d' ' -f1 /proc/modules")?;
+    let loaded = |m: &str| mods.lines().any(|l| l.trim() == m);
+    ensure!(
+        loaded("virtio_balloon") && !loaded("vballoon"),
+        "on {} (no Rust) the balloon modules loaded are not just virtio_balloon: {}",
+        rel.trim(),
+        mods.split_whitespace()
+            .filter(|m| m.contains("balloon"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let bound = vm.sh(
+        "for d in /sys/bus/virtio/devices/*; do grep -qs 0x0005 $d/device && basename $(readlink $d/driver); done; true",
+    )?;
+    ensure!(
+        bound.trim() == "virtio_balloon",
+        "on {} the balloon device is bound to {:?}",
+        rel.trim(),
+        bound.trim()
+    );
+    let total0 = vm.mem_total()?;
+    vm.balloon(GIB + GIB / 2)?;
+    vm.wait_actual(GIB + GIB / 2, MOVE_TIMEOUT)
+        .context("the in-tree driver did not inflate")?;
+    ensure!(
+        total0 - vm.mem_total()? == GIB / 2,
+        "MemTotal did not fall by 512 MiB with the in-tree driver"
+    );
+    println!(
+        "    {} (no Rust): udev loaded the in-tree virtio_balloon through the rule, and it balloons",
+        rel.trim()
+    );
+    vm.assert_dmesg_clean()?;
+    vm.shutdown()
+}

@@ -559,7 +559,11 @@ pub const TEST_KERNEL_ONLY: [&str; 10] = [
 ];
 
 /// Scenarios that run only on the real Debian guest image (`--image`).
-pub const IMAGE_ONLY: [&str; 2] = ["debian_guest", "debian_guest_libvirt"];
+pub const IMAGE_ONLY: [&str; 3] = [
+    "debian_guest",
+    "debian_guest_libvirt",
+    "debian_guest_no_rust",
+];
 
 /// Scenarios that need the debug kernel's checkers (kmemleak) to mean anything.
 pub const DEBUG_KERNEL_ONLY: [&str; 2] = ["fault_injection", "stress_short"];
@@ -621,5 +625,9 @@ pub fn all() -> Vec<Scenario> {
         ("stress_short", crate::stress::stress_short),
         ("debian_guest", crate::debian_guest::debian_guest),
         ("debian_guest_libvirt", crate::libvirt::debian_guest_libvirt),
+        (
+            "debian_guest_no_rust",
+            crate::debian_guest::debian_guest_no_rust,
+        ),
     ]
 }
