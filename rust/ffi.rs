@@ -4,7 +4,7 @@
 //! `bindings.h` (virtio, balloon, and the C shim in `helpers.c`), on top of the kernel crate's
 //! own bindings so shared types (`device`, `page`, `module`, ...) are the same types.
 //!
-//! Only `virtio` and `mm` use this module.
+//! Only `virtio`, `mm` and `kext` use this module; the driver never does.
 
 #[allow(
     dead_code,

@@ -2,7 +2,7 @@
 /*
  * vballoon C shim: the static inlines and macros of the virtio and mm headers that Rust cannot
  * call directly, and the C side of callbacks whose C type Rust cannot match under kernel CFI.
- * Each helper is a one-liner; every Rust caller lives in rust/virtio or rust/mm.
+ * Each helper is a one-liner; every Rust caller lives in rust/virtio, rust/mm or rust/kext.
  */
 #ifndef VBALLOON_HELPERS_H
 #define VBALLOON_HELPERS_H
