@@ -26,9 +26,7 @@ fn drivers(vm: &mut Vm, when: &str) -> Result<()> {
         !loaded("virtio_balloon"),
         "{when}: the in-tree virtio_balloon is loaded too"
     );
-    let bound = vm.sh(
-        "for d in /sys/bus/virtio/devices/*; do grep -qs 0x0005 $d/device && basename $(readlink $d/driver); done; true",
-    )?;
+    let bound = vm.sh(crate::guest::BALLOON_DRIVER_SH)?;
     ensure!(
         bound.trim() == "vballoon",
         "{when}: the balloon device is bound to {:?}, not vballoon",
@@ -177,9 +175,7 @@ pub fn debian_guest_no_rust(ctx: &Ctx) -> Result<()> {
             .collect::<Vec<_>>()
             .join(" ")
     );
-    let bound = vm.sh(
-        "for d in /sys/bus/virtio/devices/*; do grep -qs 0x0005 $d/device && basename $(readlink $d/driver); done; true",
-    )?;
+    let bound = vm.sh(crate::guest::BALLOON_DRIVER_SH)?;
     ensure!(
         bound.trim() == "virtio_balloon",
         "on {} the balloon device is bound to {:?}",

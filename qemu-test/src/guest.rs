@@ -314,6 +314,10 @@ const ALSO_UNCLEAN: [&str; 4] = [
     "Out of memory",
 ];
 
+/// Shell: the name of the driver each balloon device (virtio device type 5) is bound to, one
+/// per line.
+pub const BALLOON_DRIVER_SH: &str = "for d in /sys/bus/virtio/devices/*; do grep -qs 0x0005 $d/device && basename $(readlink $d/driver); done; true";
+
 /// Options for one guest.
 #[derive(Clone, Debug)]
 pub struct VmOpts {
@@ -846,14 +850,20 @@ impl Vm {
         self.poweroff(Duration::from_secs(30)).map(drop)
     }
 
+    /// Writes one command line to the guest shell, not waiting for its end marker.
+    fn send_line(&mut self, cmd: &str) -> Result<()> {
+        let w = self.shell.cmd.get_mut();
+        w.write_all(cmd.as_bytes())?;
+        w.write_all(b"\n")?;
+        Ok(())
+    }
+
     /// Sends `cmd` to the guest shell without waiting for it to finish (a `systemctl reboot`
     /// that ends the shell), then waits up to `timeout` for the shell to come back (`VB_READY`,
     /// the next boot's; needs [`VmOpts::allow_reset`]).
     pub fn run_until_ready(&mut self, cmd: &str, timeout: Duration) -> Result<Duration> {
         let start = Instant::now();
-        let w = self.shell.cmd.get_mut();
-        w.write_all(cmd.as_bytes())?;
-        w.write_all(b"\n")?;
+        self.send_line(cmd)?;
         self.wait_line("VB_READY", timeout)
             .with_context(|| format!("the guest did not come back after {cmd:?}"))?;
         Ok(start.elapsed())
@@ -863,9 +873,7 @@ impl Vm {
     /// for QEMU to exit by itself; how long that took, or `None` (QEMU is then told to quit).
     pub fn run_until_exit(mut self, cmd: &str, timeout: Duration) -> Result<Option<Duration>> {
         let start = Instant::now();
-        let w = self.shell.cmd.get_mut();
-        w.write_all(cmd.as_bytes())?;
-        w.write_all(b"\n")?;
+        self.send_line(cmd)?;
         while start.elapsed() < timeout {
             if self.child.try_wait()?.is_some() {
                 return Ok(Some(start.elapsed()));

@@ -688,9 +688,7 @@ pub fn debian_guest_libvirt(ctx: &Ctx) -> Result<()> {
         bail!("needs --image (scripts/debian-image.sh)");
     };
     with_domain_on(ctx, "debian_guest_libvirt", false, Some(dir), |sh| {
-        let bound = sh.sh(
-            "for d in /sys/bus/virtio/devices/*; do grep -qs 0x0005 $d/device && basename $(readlink $d/driver); done; true",
-        )?;
+        let bound = sh.sh(crate::guest::BALLOON_DRIVER_SH)?;
         ensure!(
             bound.trim() == "vballoon",
             "the balloon is bound to {:?}, not vballoon",
