@@ -75,23 +75,31 @@ fi
 cargo build -q --release -p qemu-test -p vhost-balloon || fail_step "harness build failed"
 # The hostile-host scenarios run on the project's own QEMU build (vhost-user-device-pci).
 vhost_qemu=$(bash "$VB_ROOT/scripts/qemu.sh" | tail -1) || fail_step "vhost-user QEMU build failed"
+# One qemu-test run, its lines prefixed with [TAG]; its counts go into the totals and the
+# first lines of each failure into the summary.
+#   boot_tests TAG QEMU-TEST-ARGS...
+boot_tests() {
+    local tag=$1 bout; shift
+    bout=$(mktemp)
+    "$VB_ROOT/target/release/qemu-test" test "$@" | sed -u "s/^/[$tag] /" | tee "$bout"
+    awk '/^\[[a-z0-9.-]+\] FAIL /{n=12} n>0{print substr($0,1,300); n--}' "$bout" >> "$failures"
+    read -r bp bf bs < <(sed -nE 's/^\[[a-z0-9.-]+\] boot tests: ([0-9]+) passed, ([0-9]+) failed, ([0-9]+) skipped$/\1 \2 \3/p' "$bout")
+    rm -f "$bout"
+    if [ -z "${bp:-}" ]; then
+        echo "[test] the $tag boot harness did not finish"; failed=$((failed + 1))
+    else
+        passed=$((passed + bp)); failed=$((failed + bf)); skipped=$((skipped + bs))
+    fi
+    unset bp bf bs
+}
+
 flavors=(guest debug); [ "$what" = all ] || flavors=("$what"); [ "$what" != debian ] || flavors=()
 for flavor in "${flavors[@]}"; do
     kdir=$(bash "$VB_ROOT/scripts/kernel.sh" "$flavor" | tail -1) || fail_step "$flavor kernel build failed"
     module=$(bash "$VB_ROOT/scripts/module.sh" --kdir "$kdir" | tail -1) || fail_step "module build against the $flavor kernel failed"
     echo "[test] boot tests on the $flavor kernel ($kdir)"
-    bout=$(mktemp)
-    "$VB_ROOT/target/release/qemu-test" test --kdir "$kdir" --module "$module" \
-        --work "$VB_CACHE/run-$flavor" --flavor "$flavor" --vhost-qemu "$vhost_qemu" "$@" | sed -u "s/^/[$flavor] /" | tee "$bout"
-    awk '/^\[[a-z]+\] FAIL /{n=12} n>0{print substr($0,1,300); n--}' "$bout" >> "$failures"
-    read -r bp bf bs < <(sed -nE 's/^\[[a-z]+\] boot tests: ([0-9]+) passed, ([0-9]+) failed, ([0-9]+) skipped$/\1 \2 \3/p' "$bout")
-    rm -f "$bout"
-    if [ -z "${bp:-}" ]; then
-        echo "[test] the $flavor boot harness did not finish"; failed=$((failed + 1))
-    else
-        passed=$((passed + bp)); failed=$((failed + bf)); skipped=$((skipped + bs))
-    fi
-    unset bp bf bs
+    boot_tests "$flavor" --kdir "$kdir" --module "$module" --work "$VB_CACHE/run-$flavor" \
+        --flavor "$flavor" --vhost-qemu "$vhost_qemu" "$@"
 done
 
 # Debian's own kernels, as users run them: the newest Rust-enabled kernel of trixie-backports and
@@ -105,7 +113,7 @@ DEBIAN_BASIC=(module_binds inflate_deflate_vballoon inflate_deflate_c_driver sta
               stats_c_driver rmmod_inflated)
 debian_kernel() { # SUITE SCENARIO...
     local suite=$1; shift
-    local kdir module only=() s bout
+    local kdir module only=() s
     [ -z "${deb_prep_pid:-}" ] || { wait "$deb_prep_pid"; deb_prep_pid=; }
     sed 's/^/[prepare] /' "$deb_prep/$suite.log"
     kdir=$(tail -1 "$deb_prep/$suite.log")
@@ -145,19 +153,9 @@ debian_kernel() { # SUITE SCENARIO...
     for s in "$@"; do only+=(--only "$s"); done
     local tag=debian-${VB_DEBIAN_RELEASE%%+*}
     echo "[test] boot tests on Debian's $VB_DEBIAN_RELEASE ($VB_DEBIAN_SUITE, packaged vmlinuz)"
-    bout=$(mktemp)
-    "$VB_ROOT/target/release/qemu-test" test --kdir "$kdir" --module "$module" \
-        --kernel "$VB_VMLINUZ" --c-driver "$VB_C_DRIVER" --work "$VB_CACHE/run-$tag" \
-        --flavor "$tag" --vhost-qemu "$vhost_qemu" "${only[@]}" | sed -u "s/^/[$tag] /" | tee "$bout"
-    awk '/^\[[a-z0-9.-]+\] FAIL /{n=12} n>0{print substr($0,1,300); n--}' "$bout" >> "$failures"
-    read -r bp bf bs < <(sed -nE 's/^\[[a-z0-9.-]+\] boot tests: ([0-9]+) passed, ([0-9]+) failed, ([0-9]+) skipped$/\1 \2 \3/p' "$bout")
-    rm -f "$bout"
-    if [ -z "${bp:-}" ]; then
-        echo "[test] the $tag boot harness did not finish"; failed=$((failed + 1))
-    else
-        passed=$((passed + bp)); failed=$((failed + bf)); skipped=$((skipped + bs))
-    fi
-    unset bp bf bs
+    boot_tests "$tag" --kdir "$kdir" --module "$module" --kernel "$VB_VMLINUZ" \
+        --c-driver "$VB_C_DRIVER" --work "$VB_CACHE/run-$tag" --flavor "$tag" \
+        --vhost-qemu "$vhost_qemu" "${only[@]}"
 }
 if [ "$what" = all ] || [ "$what" = debian ]; then
     debian_kernel trixie-backports "${DEBIAN_FULL[@]}"

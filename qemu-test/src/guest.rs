@@ -888,17 +888,8 @@ impl Vm {
     /// `.shutdown`, no init scripts) and waits up to `timeout` for QEMU to exit by itself.
     /// Returns how long that took, or `None` if the guest did not go down (QEMU is then told
     /// to quit).
-    pub fn poweroff(mut self, timeout: Duration) -> Result<Option<Duration>> {
-        let _ = self.shell.cmd.get_mut().write_all(b"sync; poweroff -f\n");
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if self.child.try_wait()?.is_some() {
-                return Ok(Some(start.elapsed()));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.qmp.execute(&qmp::quit {});
-        Ok(None)
+    pub fn poweroff(self, timeout: Duration) -> Result<Option<Duration>> {
+        self.run_until_exit("sync; poweroff -f", timeout)
     }
 }
 
