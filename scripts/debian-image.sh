@@ -69,7 +69,7 @@ log "dkms: $status"
 apt_r clean
 
 # The guest's configuration: a parameter for vballoon, the root filesystem, and the harness's
-# shell on ttyS1 (the same line protocol as the test initramfs: VB_READY, then one command a line).
+# shell on ttyS1 (the same line protocol as the test initramfs: VB_READY, then one LEN:COMMAND a line).
 echo 'options vballoon floor_mib=128' > "$R/etc/modprobe.d/vballoon-options.conf"
 echo 'LABEL=vbroot / ext4 defaults 0 1' > "$R/etc/fstab"
 echo vballoon-guest > "$R/etc/hostname"
@@ -79,8 +79,14 @@ stty -F /dev/ttyS1 raw -echo
 exec </dev/ttyS1 >/dev/ttyS1 2>&1
 echo VB_READY
 while IFS= read -r line; do
-  eval "$line" </dev/null
-  echo "__VB_END__ $?"
+  cmd=${line#*:}
+  if [ "${#cmd}" = "${line%%:*}" ]; then
+    eval "$cmd" </dev/null
+    echo "__VB_END__ $?"
+  else
+    printf '__VB_GARBLED__ %s\n' "$line"
+    echo "__VB_END__ 255"
+  fi
 done
 EOF
 chmod 0755 "$R/usr/local/sbin/vb-shell"

@@ -105,9 +105,21 @@ esac
 stty -F /dev/ttyS1 raw -echo
 exec </dev/ttyS1 >/dev/ttyS1 2>&1
 echo VB_READY
-while IFS= read -r line; do
-  eval "$line" </dev/null
-  echo "__VB_END__ $?"
+# One command a line, framed as LEN:COMMAND (Shell::frame): a line that lost or gained bytes on
+# the way is reported, not run (a syntax error in eval would end this shell, and init with it).
+# The line is read in a subshell: busybox ash's `read` drops what it has read of a line when a
+# signal interrupts it (a SIGCHLD: this shell is init, every orphan's exit comes here), and a
+# subshell has no children. The ':' keeps trailing blanks through the $(...).
+while line=$(IFS= read -r l && printf '%s:' "$l"); do
+  line=${line%:}
+  cmd=${line#*:}
+  if [ "${#cmd}" = "${line%%:*}" ]; then
+    eval "$cmd" </dev/null
+    echo "__VB_END__ $?"
+  else
+    printf '__VB_GARBLED__ %s\n' "$line"
+    echo "__VB_END__ 255"
+  fi
 done
 "#;
 
@@ -852,10 +864,7 @@ impl Vm {
 
     /// Writes one command line to the guest shell, not waiting for its end marker.
     fn send_line(&mut self, cmd: &str) -> Result<()> {
-        let w = self.shell.cmd.get_mut();
-        w.write_all(cmd.as_bytes())?;
-        w.write_all(b"\n")?;
-        Ok(())
+        self.shell.send(cmd)
     }
 
     /// Sends `cmd` to the guest shell without waiting for it to finish (a `systemctl reboot`
@@ -917,10 +926,18 @@ impl Shell {
                 );
             }
             match self.cmd.read_until(b'\n', &mut buf) {
-                Ok(0) => bail!(
-                    "guest shell closed; console tail:\n{}",
-                    self.console_tail(30)
-                ),
+                Ok(0) => {
+                    // The kernel's last words (a panic when init exits) reach the console file
+                    // a moment after the shell's end.
+                    std::thread::sleep(Duration::from_secs(2));
+                    lines.push(String::from_utf8_lossy(&buf).into_owned());
+                    let said = &lines[lines.len().saturating_sub(10)..];
+                    bail!(
+                        "guest shell closed; its last output:\n{}\nconsole tail:\n{}",
+                        said.join("\n"),
+                        self.console_tail(30)
+                    )
+                }
                 Ok(_) if buf.ends_with(b"\n") => {
                     let line = String::from_utf8_lossy(&buf)
                         .trim_end_matches(['\r', '\n'])
@@ -943,14 +960,40 @@ impl Shell {
         }
     }
 
+    /// The line the guest shell reads for `cmd`: `LEN:COMMAND`, LEN its length in bytes, so the
+    /// shell can tell a line that lost or gained bytes on the serial link from a command (it
+    /// answers `__VB_GARBLED__ LINE` instead of running it). ASCII only: the guest shells count
+    /// characters.
+    pub fn frame(cmd: &str) -> Result<String> {
+        ensure!(
+            cmd.is_ascii() && !cmd.contains('\n'),
+            "guest commands are one ASCII line: {cmd:?}"
+        );
+        Ok(format!("{}:{cmd}\n", cmd.len()))
+    }
+
+    /// Writes `cmd` to the guest shell, framed; does not wait for it.
+    pub fn send(&mut self, cmd: &str) -> Result<()> {
+        let line = Self::frame(cmd)?;
+        self.cmd.get_mut().write_all(line.as_bytes())?;
+        Ok(())
+    }
+
     /// Runs a shell command in the guest; returns its exit code and output.
     pub fn sh_rc(&mut self, cmd: &str, timeout: Duration) -> Result<(i32, String)> {
-        let w = self.cmd.get_mut();
-        w.write_all(cmd.as_bytes())?;
-        w.write_all(b"\n")?;
+        self.send(cmd)?;
         let mut lines = self
             .wait_line("__VB_END__ ", timeout)
             .with_context(|| format!("guest command {cmd:?}"))?;
+        if let Some(got) = lines.iter().find_map(|l| l.strip_prefix("__VB_GARBLED__ ")) {
+            bail!(
+                "the guest shell received {got:?} ({} bytes) for the {} bytes {:?}: the serial \
+                 link or the guest shell lost or changed bytes; the command was not run",
+                got.len(),
+                Self::frame(cmd)?.len() - 1,
+                Self::frame(cmd)?.trim_end()
+            );
+        }
         let end = lines.pop().unwrap_or_default();
         let rc = end
             .trim_start_matches("__VB_END__ ")
@@ -1090,5 +1133,79 @@ impl Drop for Vm {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Shell, INIT};
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    /// The test initramfs's command loop, run by the busybox the initramfs is made from, with
+    /// `pieces` written to it (a pause after each piece) and its stdin then closed; its output.
+    fn run_loop(prelude: &str, pieces: &[(&str, Duration)]) -> String {
+        let body = INIT
+            .split("echo VB_READY\n")
+            .nth(1)
+            .expect("INIT has the loop");
+        let mut child = Command::new("/bin/busybox")
+            .args(["sh", "-c", &format!("{prelude}\n{body}")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("busybox (busybox-static, installed by setup.sh)");
+        let mut stdin = child.stdin.take().expect("piped");
+        for (piece, pause) in pieces {
+            stdin.write_all(piece.as_bytes()).expect("write");
+            stdin.flush().expect("flush");
+            std::thread::sleep(*pause);
+        }
+        drop(stdin);
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .expect("piped")
+            .read_to_string(&mut out)
+            .expect("read");
+        assert!(child.wait().expect("wait").success());
+        out
+    }
+
+    /// A signal in the middle of a line (the SIGCHLD of a background job ending, as init gets
+    /// for every orphan) loses nothing: busybox's `read` builtin drops the part of the line it
+    /// has read when one interrupts it, which once turned `grep '^MemFree:' /proc/meminfo` into
+    /// a syntax error that ended init.
+    #[test]
+    fn line_survives_a_signal_midway() {
+        let line = Shell::frame("echo 'abc  def'; x=5").unwrap();
+        let (head, tail) = line.split_at(8);
+        let out = run_loop(
+            "(sleep 0.3) &",
+            &[
+                (head, Duration::from_millis(800)),
+                (tail, Duration::ZERO),
+                (&Shell::frame("echo $x").unwrap(), Duration::ZERO),
+            ],
+        );
+        assert_eq!(out, "abc  def\n__VB_END__ 0\n5\n__VB_END__ 0\n");
+    }
+
+    /// A line that lost bytes is reported and not run, and the shell goes on.
+    #[test]
+    fn garbled_line_is_not_run() {
+        let out = run_loop(
+            "",
+            &[
+                ("31:grep '^MemFree: /proc/meminfo\n", Duration::ZERO),
+                (&Shell::frame("echo ok").unwrap(), Duration::ZERO),
+            ],
+        );
+        assert_eq!(
+            out,
+            "__VB_GARBLED__ 31:grep '^MemFree: /proc/meminfo\n__VB_END__ 255\nok\n__VB_END__ 0\n"
+        );
     }
 }
