@@ -4,6 +4,7 @@
 //! upstream (or away) on their own.
 
 pub(crate) mod irqlock;
+pub(crate) mod shared_dir;
 pub(crate) mod trace;
 
 use crate::ffi;

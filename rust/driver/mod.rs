@@ -26,9 +26,9 @@
 //! held together with `state`. `stats_stop` → `awake`, both taken in hard IRQ; `awake` is a
 //! leaf but for the PM core's own wakeup-source lock inside it. The migration
 //! callback only try-locks `state`, because compaction can be entered from an allocation made
-//! while `state` is held. `observe` → `observe::ROOT` (the module-wide debugfs directory's
-//! mutex, a leaf); the counters' readers (sysfs, debugfs) take no lock at all, so removing
-//! their files under either cannot wait on one of ours.
+//! while `state` is held. `observe` → `kext::shared_dir`'s lock (the module-wide debugfs
+//! directory's mutex, a leaf); the counters' readers (sysfs, debugfs) take no lock at all, so
+//! removing their files under either cannot wait on one of ours.
 
 mod hint;
 mod migrate;
@@ -271,7 +271,7 @@ impl virtio::Driver for VBalloon {
     ];
 
     fn module_init() {
-        observe::module_init();
+        kext::shared_dir::init();
     }
 
     fn validate(_dev: &Device<Core<'_>>, features: &mut OfferedFeatures<'_>) -> Result {

@@ -12,9 +12,8 @@ use crate::{
     kext,
     virtio::{AttrBuf, AttrGroup, Attributes, Device},
 };
-use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::{
-    debugfs::{Dir, File},
+    debugfs::File,
     device::Core,
     fmt,
     prelude::*,
@@ -30,7 +29,7 @@ use kernel::{
 pub(super) struct Observe {
     attrs: Option<AttrGroup<VBalloon>>,
     view: Option<Pin<KBox<File<Arc<VBalloon>>>>>,
-    root: Option<RootShare>,
+    root: Option<kext::shared_dir::Share>,
 }
 
 impl Drop for Observe {
@@ -40,77 +39,6 @@ impl Drop for Observe {
         drop(self.attrs.take());
         drop(self.view.take());
         drop(self.root.take());
-    }
-}
-
-/// The `vballoon` debugfs directory every binding puts its file in: made by the first binding
-/// that needs it, removed when the last lets go of it (so a second device's file goes beside
-/// the first's, and rmmod leaves nothing behind).
-///
-/// # Invariants
-///
-/// `users` is the number of live [`RootShare`]s; `dir` is `Some` exactly when it is non-zero.
-struct Root {
-    users: usize,
-    dir: Option<Dir>,
-}
-
-kernel::sync::global_lock! {
-    // SAFETY: `module_init` initialises it once (guarded by `ROOT_READY`), and nothing locks it
-    // before `ROOT_READY` says so.
-    unsafe(uninit) static ROOT: Mutex<Root> = Root { users: 0, dir: None };
-}
-
-/// Set (release) once `ROOT` is initialised; read (acquire) before every lock of it.
-static ROOT_READY: AtomicBool = AtomicBool::new(false);
-/// Set by the one `module_init` call that initialises `ROOT`.
-static ROOT_CLAIMED: AtomicBool = AtomicBool::new(false);
-
-/// Initialises what the bindings share (from the module's init; a second call does nothing).
-pub(super) fn module_init() {
-    if ROOT_CLAIMED.swap(true, Ordering::AcqRel) {
-        return;
-    }
-    // SAFETY: Only the one call that claimed it gets here, and nothing locks `ROOT` before
-    // `ROOT_READY` is set below.
-    unsafe { ROOT.init() };
-    ROOT_READY.store(true, Ordering::Release);
-}
-
-/// One binding's share of [`Root`]'s directory.
-struct RootShare(Option<Dir>);
-
-impl RootShare {
-    /// Takes a share, making the directory if this is the first. `None` before `module_init`.
-    fn take() -> Option<Self> {
-        if !ROOT_READY.load(Ordering::Acquire) {
-            return None;
-        }
-        let mut root = ROOT.lock();
-        let dir = root
-            .dir
-            .get_or_insert_with(|| Dir::new(c"vballoon"))
-            .clone();
-        root.users = root.users.saturating_add(1);
-        Some(Self(Some(dir)))
-    }
-
-    fn dir(&self) -> Option<&Dir> {
-        self.0.as_ref()
-    }
-}
-
-impl Drop for RootShare {
-    /// Gives the share back under the lock, removing the directory with the last one, so a
-    /// share taken meanwhile makes it again rather than colliding with one being removed.
-    fn drop(&mut self) {
-        // A share exists only once `ROOT_READY` is set (`take`).
-        let mut root = ROOT.lock();
-        drop(self.0.take());
-        root.users = root.users.saturating_sub(1);
-        if root.users == 0 {
-            drop(root.dir.take());
-        }
     }
 }
 
@@ -168,10 +96,10 @@ impl VBalloon {
                 None
             }
         };
-        let root = RootShare::take();
+        let root = kext::shared_dir::Share::take();
         // The device's own name (`virtio<index>`, as the bus names it).
         let name = CString::try_from_fmt(fmt!("virtio{}", dev.index())).ok();
-        let view = match (root.as_ref().and_then(RootShare::dir), name) {
+        let view = match (root.as_ref().and_then(kext::shared_dir::Share::dir), name) {
             (Some(dir), Some(name)) => KBox::pin_init(
                 dir.read_callback_file(&name, this.clone(), &|this, f| this.write_view(f)),
                 GFP_KERNEL,
