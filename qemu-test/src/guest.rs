@@ -24,7 +24,16 @@ pub struct Paths {
     pub kdir: PathBuf,
     /// The project's tree: `scripts/install.sh` and `VERSION`.
     pub root: PathBuf,
+    /// The kernel's own /lib/modules/<release> (`--kernel-modules`), for a kernel that builds
+    /// as modules what the project's kernels build in (Debian's: virtio-mmio, virtio-blk, ext4).
+    /// [`STAGED_MODULES`] and their dependencies go into the initramfs from there; a scenario
+    /// loads one with `scenarios::kernel_module`.
+    pub kernel_modules: Option<PathBuf>,
 }
+
+/// The modules a scenario may need that a distribution kernel has as modules: transports
+/// (`transports`) and the page cache's disk and file system (`memory_pressure`).
+pub const STAGED_MODULES: [&str; 3] = ["virtio_mmio", "virtio_blk", "ext4"];
 
 impl Paths {
     /// The kernel release of the build tree (`include/config/kernel.release`).
@@ -149,7 +158,11 @@ pub fn build_initramfs(paths: &Paths) -> Result<PathBuf> {
     std::fs::copy(&paths.c_driver, root.join("virtio_balloon.ko")).context("virtio_balloon.ko")?;
     // /lib/modules/<release> as an installed system has it (`vbload=autoload`). A failing
     // installer fails only the scenario that needs it (reboot_reinflates reads the log), not
-    // every boot test.
+    // every boot test. The kernel's own modules go in first: the installer's depmod indexes them.
+    if let Some(dir) = &paths.kernel_modules {
+        stage_kernel_modules(dir, &root.join("lib/modules").join(paths.kernel_release()?))
+            .context("staging the kernel's own modules")?;
+    }
     if let Err(e) = install_modules(paths, &root) {
         let _ = std::fs::write(paths.install_log(), format!("{e:#}\n"));
         eprintln!("qemu-test: installing the modules into the initramfs: {e:#}");
@@ -179,6 +192,82 @@ pub fn build_initramfs(paths: &Paths) -> Result<PathBuf> {
         f.write_all(&vec![0u8; pad as usize])?;
     }
     Ok(out)
+}
+
+/// [`STAGED_MODULES`] and what they depend on (each module's `depends`, read with the host's
+/// `modinfo`: a package's module tree has no `modules.dep`, depmod makes that at install),
+/// copied from the kernel's module directory `from` to the same paths under `to`, decompressed
+/// (busybox's modprobe loads plain `.ko` files).
+fn stage_kernel_modules(from: &Path, to: &Path) -> Result<()> {
+    // Module name -> its path relative to `from`, over the whole tree.
+    let mut files = std::collections::HashMap::new();
+    let mut dirs = vec![from.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("{}", d.display()))? {
+            let p = e?.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if let Some(f) = p.file_name().and_then(|f| f.to_str()) {
+                if let Some((stem, _)) = f.split_once(".ko") {
+                    let rel = p.strip_prefix(from)?.to_string_lossy().into_owned();
+                    files.insert(stem.replace('-', "_"), rel);
+                }
+            }
+        }
+    }
+    let mut want: Vec<String> = Vec::new();
+    let mut todo: Vec<String> = STAGED_MODULES.iter().map(|m| m.to_string()).collect();
+    while let Some(name) = todo.pop() {
+        let rel = files
+            .get(&name)
+            .with_context(|| format!("no {name}.ko* under {}", from.display()))?;
+        if want.contains(rel) {
+            continue;
+        }
+        let out = Command::new("modinfo")
+            .args(["-F", "depends"])
+            .arg(from.join(rel))
+            .output()
+            .context("modinfo (kmod)")?;
+        ensure!(out.status.success(), "modinfo {rel}: {}", out.status);
+        let deps = String::from_utf8_lossy(&out.stdout);
+        todo.extend(
+            deps.trim()
+                .split(',')
+                .filter(|d| !d.is_empty())
+                .map(|d| d.replace('-', "_")),
+        );
+        want.push(rel.clone());
+    }
+    for m in &want {
+        let m = m.as_str();
+        let (plain, tool) = if let Some(p) = m.strip_suffix(".xz") {
+            (p, Some("xz"))
+        } else if let Some(p) = m.strip_suffix(".zst") {
+            (p, Some("zstd"))
+        } else if let Some(p) = m.strip_suffix(".gz") {
+            (p, Some("gzip"))
+        } else {
+            (m, None)
+        };
+        let dst = to.join(plain);
+        std::fs::create_dir_all(dst.parent().context("module path")?)?;
+        match tool {
+            None => {
+                std::fs::copy(from.join(m), &dst).with_context(|| m.to_string())?;
+            }
+            Some(tool) => {
+                let out = Command::new(tool)
+                    .args(["-dc"])
+                    .arg(from.join(m))
+                    .output()
+                    .with_context(|| format!("{tool} -dc {m}"))?;
+                ensure!(out.status.success(), "{tool} -dc {m}: {}", out.status);
+                std::fs::write(&dst, out.stdout)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The guest's /lib/modules/<release>: the in-tree driver where the kernel's `modules_install`

@@ -52,6 +52,7 @@ fn parse() -> Result<Args> {
     let (mut kernel, mut kdir, mut module, mut work) = (None, None, None, None);
     let mut c_driver = None;
     let mut image = None;
+    let mut kernel_modules = None;
     let mut only = Vec::new();
     let mut flavor = String::from("guest");
     let mut vhost_qemu = None;
@@ -64,6 +65,7 @@ fn parse() -> Result<Args> {
             "--module" => module = Some(PathBuf::from(val()?)),
             "--c-driver" => c_driver = Some(PathBuf::from(val()?)),
             "--image" => image = Some(PathBuf::from(val()?)),
+            "--kernel-modules" => kernel_modules = Some(PathBuf::from(val()?)),
             "--work" => work = Some(PathBuf::from(val()?)),
             "--only" => only.push(val()?),
             "--flavor" => flavor = val()?,
@@ -83,9 +85,10 @@ fn parse() -> Result<Args> {
         work: work.unwrap_or_else(|| std::env::temp_dir().join("vballoon-qemu-test")),
         kdir,
         root: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."),
+        kernel_modules,
     };
     if !["test", "demo", "bench", "stress"].contains(&mode.as_str()) {
-        bail!("usage: qemu-test test|demo|bench|stress --kdir KDIR --module vballoon.ko [--kernel IMG] [--c-driver KO] [--image DIR] [--only NAME] [--cycles N --loads N]");
+        bail!("usage: qemu-test test|demo|bench|stress --kdir KDIR --module vballoon.ko [--kernel IMG] [--c-driver KO] [--kernel-modules DIR] [--image DIR] [--only NAME] [--cycles N --loads N]");
     }
     Ok(Args {
         mode,

@@ -5,7 +5,9 @@
 
 use crate::guest::{Vm, VmOpts, MIB};
 use crate::oom::oom_kills;
-use crate::scenarios::{assert_ballooned, deflate_exact, load, Ctx, Drv, MOVE_TIMEOUT};
+use crate::scenarios::{
+    assert_ballooned, deflate_exact, kernel_module, load, Ctx, Drv, MOVE_TIMEOUT,
+};
 use anyhow::{bail, ensure, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -56,6 +58,8 @@ pub fn memory_pressure(ctx: &Ctx) -> Result<()> {
         ..VmOpts::default()
     };
     let mut vm = Vm::boot("memory_pressure", ctx.paths, ctx.initramfs, &opts)?;
+    kernel_module(ctx, &mut vm, "virtio_blk")?;
+    kernel_module(ctx, &mut vm, "ext4")?;
     let total0 = vm.mem_total()?;
     load(&mut vm, Drv::Rust)?;
     let kills0 = oom_kills(&mut vm)?;
@@ -71,7 +75,8 @@ pub fn memory_pressure(ctx: &Ctx) -> Result<()> {
 /// Fill the page cache, then ask for a 1.5 GiB balloon: the balloon reaches it, taking the
 /// memory from the cache.
 fn page_cache(vm: &mut Vm, total0: u64) -> Result<()> {
-    vm.sh("mkdir -p /mnt && mount -t ext4 -o ro /dev/vda /mnt && cat /mnt/big > /dev/null")?;
+    // A modular virtio-blk finds the disk as modprobe returns, but the node may lag behind.
+    vm.sh("for i in $(seq 100); do [ -b /dev/vda ] && break; sleep 0.1; done; mkdir -p /mnt && mount -t ext4 -o ro /dev/vda /mnt && cat /mnt/big > /dev/null")?;
     let cached0 = vm.meminfo_kb("Cached")? * 1024;
     ensure!(
         cached0 >= CACHE_MIB * MIB,

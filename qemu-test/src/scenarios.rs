@@ -118,6 +118,20 @@ pub fn load(vm: &mut Vm, drv: Drv) -> Result<()> {
     Ok(())
 }
 
+/// Loads `name`, one of [`crate::guest::STAGED_MODULES`], where the kernel has it as a module
+/// (`--kernel-modules`: Debian's); the project's kernels build it in.
+pub fn kernel_module(ctx: &Ctx, vm: &mut Vm, name: &str) -> Result<()> {
+    if ctx.paths.kernel_modules.is_none() {
+        return Ok(());
+    }
+    let (rc, out) = vm.sh_rc(&format!("modprobe {name}"), Duration::from_secs(60))?;
+    ensure!(
+        rc == 0,
+        "modprobe {name} (the kernel's own module) failed: {out}"
+    );
+    Ok(())
+}
+
 /// The module loads, binds the balloon device (and the in-tree driver is not loaded), and the
 /// kernel log stays clean.
 pub fn module_binds(ctx: &Ctx) -> Result<()> {

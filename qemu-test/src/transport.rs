@@ -3,7 +3,7 @@
 //! Firecracker's). A matrix, test kernel only: inflate/deflate, stats and rmmod, both drivers.
 
 use crate::guest::{Vm, VmOpts, GIB, MIB};
-use crate::scenarios::{load, Ctx, Drv, MOVE_TIMEOUT};
+use crate::scenarios::{kernel_module, load, Ctx, Drv, MOVE_TIMEOUT};
 use crate::stats::{guest_stats, set_polling, wait_update};
 use anyhow::{ensure, Result};
 use std::time::Duration;
@@ -72,6 +72,7 @@ pub fn transports(ctx: &Ctx) -> Result<()> {
             true,
         ),
     ];
+    let machine_is_mmio = |name: &str| name.starts_with("mmio");
     for (name, machine, device, extra, modern) in matrix {
         // The debug kernel runs one transport: the modern MMIO layout Firecracker uses.
         if ctx.debug && name != "mmio_modern" {
@@ -89,6 +90,9 @@ pub fn transports(ctx: &Ctx) -> Result<()> {
             ctx.initramfs,
             &opts,
         )?;
+        if machine_is_mmio(name) {
+            kernel_module(ctx, &mut vm, "virtio_mmio")?;
+        }
         set_polling(&mut vm, 1)?;
         let total0 = vm.mem_total()?;
         let ours = exercise(&mut vm, Drv::Rust, total0)?;
