@@ -7,7 +7,7 @@ set -uo pipefail
 ok=1
 kdir=${KDIR:-}
 [ "${1:-}" = --kdir ] && kdir=$2
-[ -n "$kdir" ] || kdir=$(bash "$VB_ROOT/scripts/kernel.sh" guest | tail -1)
+[ -n "$kdir" ] || kdir=$(bash "$VB_ROOT/scripts/kernel.sh" debug | tail -1)
 src=$(ls -d "$VB_CACHE"/src/linux-* | head -1)
 if ! rustfmt --edition 2021 --config-path "$src/.rustfmt.toml" --check "$VB_ROOT/rust/vballoon.rs"; then
     echo "lint: rust/ is not rustfmt-clean (kernel .rustfmt.toml)"; ok=0

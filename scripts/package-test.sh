@@ -3,8 +3,8 @@
 # through Debian's dkms, all against a kernel build tree and sandboxed under a temporary
 # directory (nothing is installed into this machine's /lib/modules, /etc or /var/lib/dkms).
 #   scripts/package-test.sh [--kdir K] [--module M.ko]
-# K defaults to the cached test kernel, M to a build against K (scripts/module.sh; incremental
-# when make test has built it already). Prints "PASS name", "FAIL name: reason" or
+# K defaults to the cached debug kernel (the clang-built kernel make test builds), M to a build
+# against K (scripts/module.sh; incremental when make test has built it already). Prints "PASS name", "FAIL name: reason" or
 # "SKIP name: reason" per test; exits 1 if any failed.
 set -uo pipefail
 . "$(dirname "$0")/env.sh"
@@ -27,7 +27,7 @@ info() { echo "[package] $*"; }
 t0=$(date +%s)
 took() { echo "[package] $1 took $(( $(date +%s) - $2 )) s"; }
 
-[ -n "$kdir" ] || kdir=$(bash "$VB_ROOT/scripts/kernel.sh" guest | tail -1) || { fail setup "no test kernel"; exit 1; }
+[ -n "$kdir" ] || kdir=$(bash "$VB_ROOT/scripts/kernel.sh" debug | tail -1) || { fail setup "no debug kernel"; exit 1; }
 release=$(cat "$kdir/include/config/kernel.release" 2>/dev/null) || { fail setup "$kdir is not a built kernel tree"; exit 1; }
 version=$(<"$VB_ROOT/VERSION")
 if [ -z "$module" ]; then
