@@ -7,7 +7,8 @@
 //! to `results/bench-<UTC time>/`: `summary.md`, `series.csv` and `balloon.svg`.
 //!
 //! Knobs: `VB_BENCH_ROUNDS` (5), `VB_BENCH_HOSTS` (`qemu,vhost-ranges`), `VB_BENCH_PARAMS`
-//! (appended to vballoon's insmod).
+//! (appended to vballoon's insmod), `VB_BENCH_APPEND` (appended to the guest kernel's command
+//! line, e.g. `init_on_alloc=0`). Which kernel: `--kernel`/`--kdir`, named by `--flavor`.
 
 mod figures;
 mod floor;
@@ -29,6 +30,7 @@ struct Config {
     rounds: usize,
     hosts: Vec<HostKind>,
     params: String,
+    append: String,
 }
 
 impl Config {
@@ -50,10 +52,12 @@ impl Config {
             bail!("VB_BENCH_HOSTS names no host");
         }
         let params = std::env::var("VB_BENCH_PARAMS").unwrap_or_default();
+        let append = std::env::var("VB_BENCH_APPEND").unwrap_or_default();
         Ok(Config {
             rounds,
             hosts,
             params: params.trim().to_owned(),
+            append: append.trim().to_owned(),
         })
     }
 }
@@ -150,7 +154,15 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                     host.name(),
                     drv_name(drv)
                 );
-                let b = run::boot_once(ctx, host, drv, round, &cfg.params, floor.as_ref().ok());
+                let b = run::boot_once(
+                    ctx,
+                    host,
+                    drv,
+                    round,
+                    &cfg.params,
+                    &cfg.append,
+                    floor.as_ref().ok(),
+                );
                 println!("    {}", brief(&b));
                 boots.push(b);
             }
@@ -173,6 +185,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         rounds: cfg.rounds,
         hosts: &cfg.hosts,
         params: &cfg.params,
+        append: &cfg.append,
         load: &load,
         floor: &floor,
         sizes: &sizes,

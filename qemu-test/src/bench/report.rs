@@ -92,6 +92,8 @@ pub struct Report<'a> {
     pub rounds: usize,
     pub hosts: &'a [HostKind],
     pub params: &'a str,
+    /// `VB_BENCH_APPEND`: appended to the guest kernel's command line.
+    pub append: &'a str,
     /// /proc/loadavg just before the floor.
     pub load: &'a str,
     pub floor: &'a Result<Floor>,
@@ -118,7 +120,41 @@ impl Report<'_> {
                  would under KVM: the ratios carry over better than the absolute times"
             );
         }
-        let _ = writeln!(w, "- kernel: `{}`", ctx.paths.kernel.display());
+        let _ = writeln!(
+            w,
+            "- kernel: {} (`{}`); VB_BENCH_APPEND: `{}`",
+            ctx.paths.kernel_release().map_or_else(
+                |e| format!("(release unknown: {e:#})"),
+                |r| format!("`{r}`")
+            ),
+            ctx.paths.kernel.display(),
+            if self.append.is_empty() {
+                "(none)"
+            } else {
+                self.append
+            }
+        );
+        let mut inits: Vec<&str> = self
+            .boots
+            .iter()
+            .filter_map(|b| b.auto_init.as_deref())
+            .collect();
+        inits.sort_unstable();
+        inits.dedup();
+        let _ = writeln!(
+            w,
+            "- the guest kernel's boot line: {} (heap alloc:on zeroes every page the balloon \
+             takes, for either driver)",
+            if inits.is_empty() {
+                "(no `mem auto-init` line read)".into()
+            } else {
+                inits
+                    .iter()
+                    .map(|l| format!("`{l}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        );
         let _ = writeln!(
             w,
             "- guest: {GUEST_MIB} MiB, 2 vCPUs; {} round(s); per round and host one fresh guest \

@@ -28,6 +28,8 @@ pub struct Boot {
     pub ops: Vec<Op>,
     /// vballoon's parameters as the guest's sysfs shows them after insmod.
     pub params: Option<String>,
+    /// The guest kernel's `mem auto-init:` boot line (whether every allocated page is zeroed).
+    pub auto_init: Option<String>,
     /// Things worth a line in the summary (e.g. a kernel log report).
     pub notes: Vec<String>,
     pub secs: f64,
@@ -66,19 +68,27 @@ const THREE_GIB: [&str; 7] = [
 const AFTER_HOLD: [&str; 2] = [HOLD_MIB, REACT_HOLD];
 
 /// Boots the guest, loads `drv` (vballoon with `params`) and checks it is the one bound.
-fn start(ctx: &Ctx, host: HostKind, drv: Drv, params: &str) -> Result<(Target, Option<String>)> {
+/// Returns the target, vballoon's parameters as loaded and the kernel's `mem auto-init:` line.
+fn start(
+    ctx: &Ctx,
+    host: HostKind,
+    drv: Drv,
+    params: &str,
+    append: &str,
+) -> Result<(Target, Option<String>, Option<String>)> {
     let name = format!("bench_{}_{}", host.name(), drv.sysfs_name());
     let (mut vm, vhost) = match host {
         HostKind::Qemu => {
             let opts = VmOpts {
                 mem_mib: GUEST_MIB,
+                append: append.into(),
                 ..VmOpts::default()
             };
             (Vm::boot(&name, ctx.paths, ctx.initramfs, &opts)?, None)
         }
         HostKind::VhostRanges => {
             // Same features and ring size as QEMU's virtio-balloon-pci by default: stats, 128.
-            let (vm, h) = hostile::boot_vhost(ctx, &name, GUEST_MIB, "", "stats", 128)?;
+            let (vm, h) = hostile::boot_vhost(ctx, &name, GUEST_MIB, append, "stats", 128)?;
             (vm, Some(h))
         }
     };
@@ -110,10 +120,15 @@ fn start(ctx: &Ctx, host: HostKind, drv: Drv, params: &str) -> Result<(Target, O
         Drv::Rust => Some(loaded_params(&mut vm)?),
         Drv::C => None,
     };
+    let auto_init = vm
+        .sh("dmesg | grep -o 'mem auto-init:.*' | head -1")
+        .ok()
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty());
     let mut t = Target::new(vm, vhost, GUEST_MIB * MIB)?;
     let b = t.ballooned()?;
     ensure!(b == 0, "balloon holds {} MiB at the start", b / MIB);
-    Ok((t, p))
+    Ok((t, p, auto_init))
 }
 
 /// One step of a boot.
@@ -308,6 +323,7 @@ pub fn boot_once(
     drv: Drv,
     round: usize,
     params: &str,
+    append: &str,
     floor: Option<&Floor>,
 ) -> Boot {
     let t0 = Instant::now();
@@ -318,6 +334,7 @@ pub fn boot_once(
         figs: BTreeMap::new(),
         ops: Vec::new(),
         params: None,
+        auto_init: None,
         notes: Vec::new(),
         secs: 0.0,
     };
@@ -326,10 +343,11 @@ pub fn boot_once(
         .filter(|f| applies(f, host))
         .map(|f| f.key)
         .collect();
-    match start(ctx, host, drv, params) {
+    match start(ctx, host, drv, params, append) {
         Err(e) => b.fail(&keys, &format!("boot: {e:#}")),
-        Ok((t, p)) => {
+        Ok((t, p, auto_init)) => {
             b.params = p;
+            b.auto_init = auto_init;
             let mut run = Run {
                 t,
                 b: &mut b,
