@@ -20,7 +20,8 @@ const BALLOON_ALIAS: &str = "virtio:d00000005v*";
 /// For vballoon (autoloaded) and (test kernel) the C driver (insmod by init): a guest whose
 /// driver is loaded at boot is ballooned to 1 GiB, then reset (QMP `system_reset`); after the
 /// reboot the driver is loaded again and the balloon is back at 1 GiB with no new target,
-/// MemTotal as before the reset; deflating restores MemTotal exactly, dmesg stays clean.
+/// MemTotal within 1/256 of the first boot's less 1 GiB; deflating then raises MemTotal by
+/// exactly 1 GiB (a kernel may come up with a few KiB more or less each boot), dmesg stays clean.
 pub fn reboot_reinflates(ctx: &Ctx) -> Result<()> {
     for &drv in ctx.drivers() {
         let autoload = drv == Drv::Rust;
@@ -61,15 +62,21 @@ pub fn reboot_reinflates(ctx: &Ctx) -> Result<()> {
             "{drv:?}: MemTotal after reboot {} MiB",
             total / MIB
         );
-        ensure!(
-            total == total1,
-            "{drv:?}: MemTotal after reboot {} KiB, {} KiB before the reset",
-            total / 1024,
-            total1 / 1024
-        );
+        // A kernel need not come up with the same MemTotal every boot (Debian's moves by a
+        // few KiB: 966060 KiB after the reset, 966056 KiB before it, for the C driver), so the
+        // exact check is the balloon's own share in this boot: deflated, MemTotal rises by
+        // exactly 1 GiB.
         vm.balloon(2 * GIB)?;
         vm.wait_actual(2 * GIB, MOVE_TIMEOUT)?;
-        ensure!(vm.mem_total()? == total0, "{drv:?}: MemTotal after deflate");
+        let deflated = vm.mem_total()?;
+        ensure!(
+            deflated.checked_sub(total) == Some(GIB),
+            "{drv:?}: after the reboot the balloon held {} KiB, not 1 GiB (MemTotal {} KiB, {} KiB deflated; {} KiB before the reset)",
+            deflated.saturating_sub(total) / 1024,
+            total / 1024,
+            deflated / 1024,
+            total1 / 1024
+        );
         vm.assert_dmesg_clean()?;
         vm.shutdown()?;
     }
