@@ -318,7 +318,10 @@ impl VBalloon {
                     self.list.enqueue_all(pages);
                     went_in = went_in.saturating_add(n);
                     *held = held.saturating_add(n as u64);
-                    self.write_actual(*held);
+                    // `actual` is written once, after the stream: on a vhost-user device
+                    // every config write is a SET_CONFIG round trip to the host (the C
+                    // driver also writes it once per step).
+                    self.counters.set_held(*held);
                 }
                 true
             }
@@ -380,7 +383,8 @@ impl VBalloon {
                     mm::free_all(pages);
                     freed = freed.saturating_add(got);
                     *held = held.saturating_sub(got as u64);
-                    self.write_actual(*held);
+                    // `actual` is written once, after the stream (see `fill`).
+                    self.counters.set_held(*held);
                 }
                 true
             }
@@ -389,7 +393,7 @@ impl VBalloon {
         for pages in leaving.iter_mut() {
             self.list.enqueue_all(pages);
         }
-        if t.result.is_err() {
+        if freed > 0 || t.result.is_err() {
             self.write_actual(*held);
         }
         if freed > 0 {
