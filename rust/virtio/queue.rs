@@ -275,6 +275,11 @@ impl Virtqueue {
     ///
     /// `on` runs in process context with this queue's slot lock held: it must not use this
     /// queue. A filled buffer is never handed out again until the stream ends.
+    ///
+    /// The queue's callback is off while the stream runs: the stream takes used buffers back
+    /// itself as it posts, and turns the callback on only to sleep (one interrupt per sleep,
+    /// not one per buffer, on a device that honours suppression). It is on again when this
+    /// returns, unless the device was reset.
     pub(crate) fn stream<B: DeviceReadable>(
         &self,
         bufs: &mut [KBox<B>],
@@ -296,6 +301,8 @@ impl Virtqueue {
                 waited_ns: 0,
             };
         };
+        // SAFETY: `vq` is live and ours (we hold the slot lock).
+        unsafe { ffi::virtqueue_disable_cb(vq.as_ptr()) };
         // Each buffer's token is the address of its bytes (see `vballoon_add_outbuf`).
         let index_of = |bufs: &[KBox<B>], token: usize| {
             bufs.iter()
@@ -349,6 +356,7 @@ impl Virtqueue {
             }
         }
         let mut waited_ns = 0u64;
+        let mut reset = false;
         if left > 0 {
             let mut used = |token: usize| {
                 if let Some(i) = index_of(bufs, token) {
@@ -356,11 +364,19 @@ impl Virtqueue {
                 }
             };
             let start = crate::kext::monotonic_ns();
-            if let Err(e) = self.wait_used(vq, guard.name, left, acked, &mut used) {
+            if let Err(e) = self.wait_used(vq, guard.name, left, acked, true, &mut used) {
+                // `wait_used` fails only after resetting the device.
+                reset = true;
                 result = Err(e);
             }
             waited_ns = crate::kext::monotonic_ns().saturating_sub(start);
         }
+        if !reset {
+            // Every posted buffer is used, so there is nothing pending to report.
+            // SAFETY: `vq` is live and ours (we still hold the slot lock).
+            let _ = unsafe { ffi::virtqueue_enable_cb(vq.as_ptr()) };
+        }
+        drop(guard);
         Transferred {
             posted,
             result,
@@ -382,7 +398,7 @@ impl Virtqueue {
         to_result(unsafe { ffi::vballoon_add_inbuf_sg(vq.as_ptr(), sg, nents) })?;
         // SAFETY: `vq` is live and ours.
         unsafe { ffi::virtqueue_kick(vq.as_ptr()) };
-        self.wait_used(vq, guard.name, 1, acked, &mut |_| {})
+        self.wait_used(vq, guard.name, 1, acked, false, &mut |_| {})
     }
 
     /// Waits until the device has used `left` more buffers of `vq` (this queue, whose slot
@@ -390,12 +406,16 @@ impl Virtqueue {
     /// the wait goes on (the buffers are the device's until it uses them), unless `acked` is
     /// abandoned, which breaks and resets the device and returns `ETIMEDOUT`. A broken device
     /// is reset and gives `EIO`. After either reset the device uses none of the buffers.
+    ///
+    /// `quiet`: the caller turned the queue's callback off. It is turned on only to sleep and
+    /// off again on waking, and it is off when this returns `Ok`.
     fn wait_used(
         &self,
         vq: NonNull<ffi::virtqueue>,
         name: &'static CStr,
         mut left: usize,
         acked: &AckEvent,
+        quiet: bool,
         on_used: &mut dyn FnMut(usize),
     ) -> Result {
         let start = crate::kext::monotonic_ms();
@@ -428,10 +448,24 @@ impl Virtqueue {
                 acked.signal();
                 break Err(EIO);
             }
+            if quiet {
+                // SAFETY: `vq` is live and ours (the caller holds the slot lock).
+                let armed = unsafe { ffi::virtqueue_enable_cb(vq.as_ptr()) };
+                if !armed {
+                    // A buffer was used since the look: take it instead of sleeping.
+                    // SAFETY: as above.
+                    unsafe { ffi::virtqueue_disable_cb(vq.as_ptr()) };
+                    continue;
+                }
+            }
             let waited = elapsed();
             if waited < limit {
                 let rest = u32::try_from(limit.saturating_sub(waited)).unwrap_or(WAIT_SLICE_MS);
                 acked.wait_changed(seen, rest.clamp(1, WAIT_SLICE_MS));
+                if quiet {
+                    // SAFETY: `vq` is live and ours (the caller holds the slot lock).
+                    unsafe { ffi::virtqueue_disable_cb(vq.as_ptr()) };
+                }
                 continue;
             }
             if !overdue {
@@ -454,6 +488,10 @@ impl Virtqueue {
                 break Err(ETIMEDOUT);
             }
             acked.wait_changed(seen, WAIT_SLICE_MS);
+            if quiet {
+                // SAFETY: `vq` is live and ours (the caller holds the slot lock).
+                unsafe { ffi::virtqueue_disable_cb(vq.as_ptr()) };
+            }
         };
         if overdue {
             acked.leave_overdue();
