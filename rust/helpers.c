@@ -273,10 +273,55 @@ unsigned long vballoon_dequeue_pages(struct balloon_dev_info *info, struct page 
 	return got;
 }
 
-/* Drops the one reference each of @pages holds, in batches (one pcp lock round trip per batch). */
+/* Shortest run of consecutive PFNs worth one free_contig_range() call. */
+#define VBALLOON_MIN_CONTIG_RUN 8
+
+/*
+ * Drops the one reference each of @pages (order-0, never compound) holds. Where the kernel has
+ * free_contig_range() (CONFIG_CONTIG_ALLOC), each run of at least VBALLOON_MIN_CONTIG_RUN
+ * consecutive PFNs, ascending or descending (a deflated block comes back in either order), is
+ * given back with one call: it puts each page's reference (a page someone else still holds a
+ * reference to is freed by that holder) and frees the run as aligned chunks, one zone-lock
+ * round trip per chunk. The other pages go to release_pages() in batches (one pcp lock round
+ * trip per batch); the array is reordered doing so.
+ */
 void vballoon_release_pages(struct page **pages, int nr)
 {
-	release_pages(pages, nr);
+#ifdef CONFIG_CONTIG_ALLOC
+	int i = 0, rest = 0;
+
+	while (i < nr) {
+		unsigned long first = page_to_pfn(pages[i]);
+		int len = 1;
+		bool up = true;
+
+		if (i + 1 < nr) {
+			unsigned long next = page_to_pfn(pages[i + 1]);
+
+			up = next == first + 1;
+			if (up || next + 1 == first)
+				len = 2;
+		}
+		if (len == 2) {
+			while (i + len < nr &&
+			       page_to_pfn(pages[i + len]) ==
+				       (up ? first + len : first - len))
+				len++;
+		}
+		if (len >= VBALLOON_MIN_CONTIG_RUN) {
+			free_contig_range(up ? first : first - (len - 1), len);
+		} else {
+			int j;
+
+			for (j = 0; j < len; j++)
+				pages[rest++] = pages[i + j];
+		}
+		i += len;
+	}
+	nr = rest;
+#endif
+	if (nr)
+		release_pages(pages, nr);
 }
 
 unsigned int vballoon_max_page_order(void)

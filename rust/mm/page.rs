@@ -24,7 +24,8 @@ pub(crate) fn max_page_order() -> u32 {
 /// # Invariants
 ///
 /// `page` holds one reference the driver owns, from `balloon_page_alloc`, a split block or a
-/// dequeue. `repr(transparent)`: a `[BalloonPage]` is an array of `struct page *` for C.
+/// dequeue, and is an order-0 page (never part of a compound page: blocks are split).
+/// `repr(transparent)`: a `[BalloonPage]` is an array of `struct page *` for C.
 #[repr(transparent)]
 pub(crate) struct BalloonPage {
     page: NonNull<ffi::page>,
@@ -81,12 +82,14 @@ impl Drop for BalloonPage {
 }
 
 /// Frees every page of `pages` with batched calls into the page allocator (instead of one
-/// `put_page` each); `pages` is empty afterwards.
+/// `put_page` each): runs of consecutive PFNs as contiguous ranges where the kernel can, the
+/// rest in batches. `pages` is empty afterwards.
 pub(crate) fn free_all(pages: &mut KVec<BalloonPage>) {
     // `release_pages` takes an `int` count: at most `i32::MAX` pages per call.
     for chunk in pages.chunks_mut(1 << 20) {
-        // SAFETY: `BalloonPage` is a transparent `struct page *`; each holds one reference,
-        // which `release_pages` drops; the handles are forgotten below without dropping again.
+        // SAFETY: `BalloonPage` is a transparent `struct page *`; each holds one reference to
+        // an order-0, non-compound page (type invariant), which the helper drops (it may
+        // reorder the array); the handles are forgotten below without dropping again.
         unsafe {
             ffi::vballoon_release_pages(
                 chunk.as_mut_ptr().cast::<*mut ffi::page>(),
