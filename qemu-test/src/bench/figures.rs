@@ -2,7 +2,7 @@
 //! and the vballoon/C ratios of the medians, as markdown tables.
 
 use super::probe::HostKind;
-use super::run::Boot;
+use super::run::{Boot, Shape};
 use crate::scenarios::Drv;
 use std::fmt::Write;
 
@@ -40,6 +40,20 @@ pub const DEVICE_CPU_INFLATE: &str = "device_cpu_inflate";
 pub const DEVICE_CPU_DEFLATE: &str = "device_cpu_deflate";
 pub const HOLD_MIB: &str = "hold_mib";
 pub const REACT_HOLD: &str = "react_hold";
+pub const SLAB_BIND: &str = "slab_bind";
+pub const SLAB_FULL: &str = "slab_full";
+
+/// What a scale run (`VB_BENCH_GUEST_GIB` other than 4) measures: the move and the slab.
+pub const SCALE_FIGS: [&str; 8] = [
+    INFLATE,
+    DEFLATE,
+    GUEST_CPU_INFLATE,
+    GUEST_CPU_DEFLATE,
+    DEVICE_CPU_INFLATE,
+    DEVICE_CPU_DEFLATE,
+    SLAB_BIND,
+    SLAB_FULL,
+];
 
 const fn fig(key: &'static str, name: &'static str, unit: &'static str, better: Better) -> Fig {
     Fig {
@@ -58,7 +72,7 @@ const fn qemu(f: Fig) -> Fig {
     }
 }
 
-pub const FIGS: [Fig; 17] = [
+pub const FIGS: [Fig; 19] = [
     qemu(fig(
         HP_BEFORE,
         "HP: QEMU AnonHugePages before the 2 GiB inflate",
@@ -141,10 +155,31 @@ pub const FIGS: [Fig; 17] = [
         "ms",
         Better::Lower,
     ),
+    fig(
+        SLAB_BIND,
+        "SLAB: slab bytes the bind added (after bind minus before insmod)",
+        "KiB",
+        Better::Lower,
+    ),
+    fig(
+        SLAB_FULL,
+        "SLAB: slab growth per GiB ballooned (full minus empty balloon)",
+        "KiB/GiB",
+        Better::Lower,
+    ),
 ];
 
-pub fn applies(f: &Fig, host: HostKind) -> bool {
-    !f.qemu_only || host == HostKind::Qemu
+/// Whether `f` is measured on `host`, in a default run or a scale run.
+pub fn applies(f: &Fig, host: HostKind, scale: bool) -> bool {
+    (!f.qemu_only || host == HostKind::Qemu) && (!scale || SCALE_FIGS.contains(&f.key))
+}
+
+/// The figure's name, with the move's size (`3G:` in a default run).
+pub fn label(f: &Fig, move_gib: u64) -> String {
+    match f.name.strip_prefix("3G:") {
+        Some(rest) => format!("{move_gib}G:{rest}"),
+        None => f.name.to_owned(),
+    }
 }
 
 pub fn fmt(unit: &str, v: f64) -> String {
@@ -154,6 +189,7 @@ pub fn fmt(unit: &str, v: f64) -> String {
         "%" => format!("{:.1}", v * 100.0),
         "x" => format!("{v:.2}"),
         "s/GiB" => format!("{v:.3}"),
+        "KiB/GiB" => format!("{v:.1}"),
         _ => format!("{v:.2}"),
     }
 }
@@ -201,14 +237,15 @@ pub fn drv_name(d: Drv) -> &'static str {
 }
 
 /// Median, min and max per figure, host and driver; then the vballoon/C ratios.
-pub fn tables(boots: &[Boot], hosts: &[HostKind], rounds: usize) -> String {
+pub fn tables(boots: &[Boot], hosts: &[HostKind], rounds: usize, shape: Shape) -> String {
+    let (scale, move_gib) = (shape.scale(), shape.move_gib());
     let mut s = String::new();
     s.push_str("## Figures (median, min, max over the rounds)\n\n");
     s.push_str("| figure | unit | host | driver | median | min | max | ok/rounds |\n");
     s.push_str("| --- | --- | --- | --- | ---: | ---: | ---: | ---: |\n");
     for f in &FIGS {
         for &h in hosts {
-            if !applies(f, h) {
+            if !applies(f, h, scale) {
                 continue;
             }
             for d in [Drv::C, Drv::Rust] {
@@ -225,7 +262,7 @@ pub fn tables(boots: &[Boot], hosts: &[HostKind], rounds: usize) -> String {
                 let _ = writeln!(
                     s,
                     "| {} | {} | {} | {} | {med} | {min} | {max} | {n}/{rounds} |",
-                    f.name,
+                    label(f, move_gib),
                     f.unit,
                     h.name(),
                     drv_name(d)
@@ -238,7 +275,7 @@ pub fn tables(boots: &[Boot], hosts: &[HostKind], rounds: usize) -> String {
     s.push_str("| --- | --- | ---: | ---: | ---: | --- |\n");
     for f in &FIGS {
         for &h in hosts {
-            if !applies(f, h) {
+            if !applies(f, h, scale) {
                 continue;
             }
             let c = stats(values(boots, f.key, h, Drv::C));
@@ -260,7 +297,7 @@ pub fn tables(boots: &[Boot], hosts: &[HostKind], rounds: usize) -> String {
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} | {ratio} | {better} |",
-                f.name,
+                label(f, move_gib),
                 h.name(),
                 show(&c),
                 show(&r)
@@ -322,7 +359,7 @@ guest freed 3300 MiB its free memory is in large blocks, so single pages taken i
 fill whole 2 MiB blocks too.
 - **1G**: from an empty balloon the host asks for 1 GiB. *First reaction*: from the command to \
 the first poll that shows the balloon bigger; *time to 1 GiB*: to the poll that shows 1 GiB.
-- **3G**: 3 GiB inflated (the guest keeps 1 GiB), then deflated to 0; throughput is 3 GiB over \
+- **3G** (the move): 3 GiB inflated (the guest keeps 1 GiB), then deflated to 0; throughput is 3 GiB over \
 the time to reach the target. *Guest CPU per GiB*: utime+stime of QEMU's vCPU threads \
 (`query-cpus-fast` thread ids, `/proc/PID/task/TID/stat`); *device-side CPU per GiB*: QEMU's \
 other threads (where QEMU's balloon discards, and the QMP polling), plus the vhost host \
@@ -335,6 +372,62 @@ vballoon stops at its floor (`floor_mib`), the C driver keeps failing allocation
 retries every 200 ms. After 3 s, with the process still there, the host asks for 64 MiB less \
 than the balloon then holds: *first reaction* is the time until the balloon shrinks. An OOM \
 kill during the step fails the figure.
+- **SLAB**: the bytes of every slab cache's active objects (`/proc/slabinfo`: active objects \
+times object size, after `drop_caches=2`), read before insmod and after the driver bound (*the \
+bind added*), and with the balloon full and empty again in the move step (*growth per GiB \
+ballooned*, over the GiB moved). Other kernel activity moves these by a few KiB either way; a \
+cost per ballooned page would show as a steady growth per GiB.
+- **Scale runs** (`VB_BENCH_GUEST_GIB=N`, N GiB guest): only the move (N-1 GiB, the figures \
+named `(N-1)G`) and SLAB.
 - Ratios are of the medians; *better* says which way is better for vballoon. Figures from one \
 boot share the guest: the steps run in the order above, each from an empty balloon.
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fig_of(key: &str) -> &'static Fig {
+        FIGS.iter().find(|f| f.key == key).expect("a figure")
+    }
+
+    #[test]
+    fn scale_runs_name_their_move() {
+        assert_eq!(label(fig_of(INFLATE), 3), "3G: inflate throughput");
+        assert_eq!(
+            label(fig_of(GUEST_CPU_DEFLATE), 15),
+            "15G: guest CPU per GiB deflated"
+        );
+        assert_eq!(label(fig_of(TO_1G), 15), "1G: time to 1 GiB");
+    }
+
+    #[test]
+    fn scale_runs_measure_only_the_move_and_the_slab() {
+        let on = |host, scale| -> Vec<&str> {
+            FIGS.iter()
+                .filter(|f| applies(f, host, scale))
+                .map(|f| f.key)
+                .collect()
+        };
+        let scale = on(HostKind::Qemu, true);
+        assert_eq!(
+            scale,
+            [
+                INFLATE,
+                DEFLATE,
+                GUEST_CPU_INFLATE,
+                GUEST_CPU_DEFLATE,
+                DEVICE_CPU_INFLATE,
+                DEVICE_CPU_DEFLATE,
+                SLAB_BIND,
+                SLAB_FULL
+            ]
+        );
+        assert_eq!(on(HostKind::VhostRanges, true), scale);
+        // A default run measures every figure on QEMU's host; the HP ones only there.
+        assert_eq!(on(HostKind::Qemu, false).len(), FIGS.len());
+        let ranges = on(HostKind::VhostRanges, false);
+        assert!(ranges.contains(&INFLATE_FLOOR) && ranges.contains(&SLAB_FULL));
+        assert!(!ranges.contains(&HP_KEPT));
+    }
+}

@@ -8,7 +8,9 @@
 //!
 //! Knobs: `VB_BENCH_ROUNDS` (5), `VB_BENCH_HOSTS` (`qemu,vhost-ranges`), `VB_BENCH_PARAMS`
 //! (appended to vballoon's insmod), `VB_BENCH_APPEND` (appended to the guest kernel's command
-//! line, e.g. `init_on_alloc=0`). Which kernel: `--kernel`/`--kdir`, named by `--flavor`.
+//! line, e.g. `init_on_alloc=0`), `VB_BENCH_GUEST_GIB` (4: every figure; any other size in
+//! 2..=20 is a scale run, only the move of all but 1 GiB and the slab figures). Which kernel:
+//! `--kernel`/`--kdir`, named by `--flavor`.
 
 mod figures;
 mod floor;
@@ -23,7 +25,7 @@ use crate::scenarios::{Ctx, Drv};
 use anyhow::{bail, Context, Result};
 use figures::drv_name;
 use probe::HostKind;
-use run::Boot;
+use run::{Boot, Setup, Shape};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 struct Config {
@@ -31,6 +33,7 @@ struct Config {
     hosts: Vec<HostKind>,
     params: String,
     append: String,
+    shape: Shape,
 }
 
 impl Config {
@@ -53,11 +56,23 @@ impl Config {
         }
         let params = std::env::var("VB_BENCH_PARAMS").unwrap_or_default();
         let append = std::env::var("VB_BENCH_APPEND").unwrap_or_default();
+        let guest_gib = match std::env::var("VB_BENCH_GUEST_GIB") {
+            Ok(v) => v.trim().parse().context("VB_BENCH_GUEST_GIB")?,
+            Err(_) => Shape::DEFAULT_GIB,
+        };
+        if !Shape::GIB_RANGE.contains(&guest_gib) {
+            bail!(
+                "VB_BENCH_GUEST_GIB={guest_gib}: the guest must have {} to {} GiB",
+                Shape::GIB_RANGE.start(),
+                Shape::GIB_RANGE.end()
+            );
+        }
         Ok(Config {
             rounds,
             hosts,
             params: params.trim().to_owned(),
             append: append.trim().to_owned(),
+            shape: Shape { guest_gib },
         })
     }
 }
@@ -86,13 +101,13 @@ fn utc_stamp() -> String {
 }
 
 /// One progress line per boot.
-fn brief(b: &Boot) -> String {
+fn brief(b: &Boot, move_gib: u64) -> String {
     let show = |k: &str, unit: &str| match b.figs.get(k) {
         Some(Ok(v)) => format!("{} {unit}", figures::fmt(unit, *v)),
         _ => "failed".into(),
     };
     format!(
-        "1G reaction {}, 3G inflate {}, deflate {}, after hold {}{} ({:.0} s)",
+        "1G reaction {}, {move_gib}G inflate {}, deflate {}, after hold {}{} ({:.0} s)",
         show(figures::REACT_1G, "ms"),
         show(figures::INFLATE, "GiB/s"),
         show(figures::DEFLATE, "GiB/s"),
@@ -139,6 +154,21 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         Err(e) => println!("bench: floor failed: {e:#}"),
     }
 
+    let setup = Setup {
+        params: &cfg.params,
+        append: &cfg.append,
+        shape: cfg.shape,
+    };
+    println!(
+        "bench: {} GiB guests, moving {} GiB{}",
+        cfg.shape.guest_gib,
+        cfg.shape.move_gib(),
+        if cfg.shape.scale() {
+            " (a scale run: the move and the slab figures only)"
+        } else {
+            ""
+        }
+    );
     let mut boots = Vec::new();
     for round in 0..cfg.rounds {
         for &host in &cfg.hosts {
@@ -154,16 +184,8 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                     host.name(),
                     drv_name(drv)
                 );
-                let b = run::boot_once(
-                    ctx,
-                    host,
-                    drv,
-                    round,
-                    &cfg.params,
-                    &cfg.append,
-                    floor.as_ref().ok(),
-                );
-                println!("    {}", brief(&b));
+                let b = run::boot_once(ctx, host, drv, round, &setup, floor.as_ref().ok());
+                println!("    {}", brief(&b, cfg.shape.move_gib()));
                 boots.push(b);
             }
         }
@@ -176,7 +198,11 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     report::write_series(&dir.join("series.csv"), &boots)?;
     let plotted = plot::draw(
         &dir.join("balloon.svg"),
-        "3 GiB inflate, then deflate, of a 4 GiB guest (the round with the median inflate)",
+        &format!(
+            "{} GiB inflate, then deflate, of a {} GiB guest (the round with the median inflate)",
+            cfg.shape.move_gib(),
+            cfg.shape.guest_gib
+        ),
         &plot::lines(&boots, &cfg.hosts),
     );
     let mut summary = report::Report {
@@ -186,6 +212,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         hosts: &cfg.hosts,
         params: &cfg.params,
         append: &cfg.append,
+        shape: cfg.shape,
         load: &load,
         floor: &floor,
         sizes: &sizes,

@@ -1,6 +1,7 @@
-//! `balloon.svg`: the balloon's size over time for the 3 GiB inflate and deflate, one line per
-//! driver and host (plotters, SVG backend only; with no font feature plotters estimates text
-//! sizes itself and the SVG names a generic font family, so no font files are needed).
+//! `balloon.svg`: the balloon's size over time for the move's inflate and deflate (3 GiB of a
+//! 4 GiB guest), one line per driver and host (plotters, SVG backend only; with no font feature
+//! plotters estimates text sizes itself and the SVG names a generic font family, so no font
+//! files are needed).
 
 use super::figures::{drv_name, INFLATE};
 use super::probe::HostKind;
@@ -85,7 +86,7 @@ pub fn draw(path: &Path, title: &str, lines: &[Line]) -> Result<()> {
     Ok(())
 }
 
-/// The 3 GiB inflate and deflate of the round with the median inflate, per driver and host.
+/// The move's inflate and deflate of the round with the median inflate, per driver and host.
 pub fn lines(boots: &[Boot], hosts: &[HostKind]) -> Vec<Line> {
     let mut lines = Vec::new();
     for &h in hosts {
@@ -94,7 +95,7 @@ pub fn lines(boots: &[Boot], hosts: &[HostKind]) -> Vec<Line> {
                 .iter()
                 .filter(|b| b.host == h && b.drv == d)
                 .filter(|b| b.figs.get(INFLATE).is_some_and(|v| v.is_ok()))
-                .filter(|b| b.ops.iter().any(|o| o.name == "deflate-3g"))
+                .filter(|b| b.ops.iter().any(|o| o.name == "deflate-move"))
                 .collect();
             if ok.is_empty() {
                 continue;
@@ -106,7 +107,7 @@ pub fn lines(boots: &[Boot], hosts: &[HostKind]) -> Vec<Line> {
             let b = ok[(ok.len() - 1) / 2];
             let mut points = vec![(0.0, 0.0)];
             let mut end = 0.0;
-            for name in ["inflate-3g", "deflate-3g"] {
+            for name in ["inflate-move", "deflate-move"] {
                 let Some(op) = b.ops.iter().find(|o| o.name == name) else {
                     continue;
                 };

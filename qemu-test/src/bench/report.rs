@@ -4,7 +4,7 @@
 use super::figures::{self, drv_name};
 use super::floor::Floor;
 use super::probe::{HostKind, POLL, POLL_FIRST};
-use super::run::{Boot, GUEST_MIB};
+use super::run::{Boot, Shape};
 use crate::scenarios::Ctx;
 use anyhow::{bail, Context, Result};
 use std::fmt::Write as _;
@@ -94,6 +94,7 @@ pub struct Report<'a> {
     pub params: &'a str,
     /// `VB_BENCH_APPEND`: appended to the guest kernel's command line.
     pub append: &'a str,
+    pub shape: Shape,
     /// /proc/loadavg just before the floor.
     pub load: &'a str,
     pub floor: &'a Result<Floor>,
@@ -157,10 +158,21 @@ impl Report<'_> {
         );
         let _ = writeln!(
             w,
-            "- guest: {GUEST_MIB} MiB, 2 vCPUs; {} round(s); per round and host one fresh guest \
+            "- guest: {} MiB, 2 vCPUs; {} round(s); per round and host one fresh guest \
              per driver, the C driver first in even rounds, vballoon first in odd ones",
+            self.shape.guest_mib(),
             self.rounds
         );
+        if self.shape.scale() {
+            let _ = writeln!(
+                w,
+                "- a scale run (`VB_BENCH_GUEST_GIB={}`): each boot moves {} GiB in and out and \
+                 measures only that move and the slab figures; compare with a default run \
+                 (4 GiB guest, 3 GiB move) of the same kernel",
+                self.shape.guest_gib,
+                self.shape.move_gib()
+            );
+        }
         for h in self.hosts {
             let _ = match h {
                 HostKind::Qemu => writeln!(
@@ -301,7 +313,7 @@ impl Report<'_> {
         let _ = writeln!(
             s,
             "\n{}",
-            figures::tables(self.boots, self.hosts, self.rounds)
+            figures::tables(self.boots, self.hosts, self.rounds, self.shape)
         );
         let _ = writeln!(s, "## Failures\n\n{}", figures::failures(self.boots));
         let notes: Vec<String> = self

@@ -1,6 +1,7 @@
-//! One boot: a fresh 4 GiB guest with one driver on one host, and every figure of that pair,
-//! in order: HP (qemu host), 1G, 3G, AFTER-HOLD. Each step starts and ends with an empty
-//! balloon; a step that fails is recorded against its figures and the boot goes on.
+//! One boot: a fresh guest (4 GiB, or the scale run's size) with one driver on one host, and
+//! every figure of that pair, in order: HP (qemu host), 1G, the move (3 GiB of a 4 GiB guest),
+//! AFTER-HOLD; a scale run has only the move. Each step starts and ends with an empty balloon;
+//! a step that fails is recorded against its figures and the boot goes on.
 
 use super::figures::*;
 use super::floor::Floor;
@@ -12,8 +13,41 @@ use anyhow::{anyhow, ensure, Result};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-/// Guest RAM.
-pub const GUEST_MIB: u64 = 4096;
+/// The guest's size, and what the move step moves: all of it but 1 GiB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub guest_gib: u64,
+}
+
+impl Shape {
+    /// The default run's guest: every figure is measured.
+    pub const DEFAULT_GIB: u64 = 4;
+    /// Scale runs: `VB_BENCH_GUEST_GIB` in this range (this machine has 24 GiB).
+    pub const GIB_RANGE: std::ops::RangeInclusive<u64> = 2..=20;
+
+    pub fn guest_mib(self) -> u64 {
+        self.guest_gib * 1024
+    }
+
+    /// The move step's size in GiB.
+    pub fn move_gib(self) -> u64 {
+        self.guest_gib.saturating_sub(1)
+    }
+
+    /// A scale run (not the default size): only the move and the slab figures.
+    pub fn scale(self) -> bool {
+        self.guest_gib != Self::DEFAULT_GIB
+    }
+}
+
+/// What every boot of a run shares.
+pub struct Setup<'a> {
+    /// Appended to vballoon's insmod.
+    pub params: &'a str,
+    /// Appended to the guest kernel's command line.
+    pub append: &'a str,
+    pub shape: Shape,
+}
 /// How long a balloon move may take under TCG.
 const MOVE: Duration = Duration::from_secs(300);
 /// What the HP step touches in the guest before inflating (so the host backs it).
@@ -56,7 +90,7 @@ const HP_FRAG: [&str; 3] = [FRAG_BEFORE, FRAG_AFTER, FRAG_KEPT];
 const FRAG_MIB: u64 = 2048;
 const FRAG_GAP_KIB: u64 = 64;
 const ONE_GIB: [&str; 2] = [REACT_1G, TO_1G];
-const THREE_GIB: [&str; 7] = [
+const MOVE_FIGS: [&str; 8] = [
     INFLATE,
     DEFLATE,
     INFLATE_FLOOR,
@@ -64,38 +98,57 @@ const THREE_GIB: [&str; 7] = [
     GUEST_CPU_DEFLATE,
     DEVICE_CPU_INFLATE,
     DEVICE_CPU_DEFLATE,
+    SLAB_FULL,
 ];
 const AFTER_HOLD: [&str; 2] = [HOLD_MIB, REACT_HOLD];
 
-/// Boots the guest, loads `drv` (vballoon with `params`) and checks it is the one bound.
-/// Returns the target, vballoon's parameters as loaded and the kernel's `mem auto-init:` line.
-fn start(
-    ctx: &Ctx,
-    host: HostKind,
-    drv: Drv,
-    params: &str,
-    append: &str,
-) -> Result<(Target, Option<String>, Option<String>)> {
+/// The bytes of every slab cache's active objects (`/proc/slabinfo`: active objects times
+/// object size), after dropping the reclaimable dentry and inode caches so they add less noise.
+fn slab_bytes(vm: &mut Vm) -> Result<f64> {
+    let out = vm.sh(
+        "sync; echo 2 > /proc/sys/vm/drop_caches; awk 'NR > 2 { s += $2 * $4 } END { printf \"%.0f\\n\", s }' /proc/slabinfo",
+    )?;
+    out.trim()
+        .parse()
+        .map_err(|e| anyhow!("/proc/slabinfo sum {out:?}: {e}"))
+}
+
+/// What `start` gives the boot.
+struct Started {
+    t: Target,
+    /// vballoon's parameters as loaded.
+    params: Option<String>,
+    /// The kernel's `mem auto-init:` line.
+    auto_init: Option<String>,
+    /// Slab bytes after bind minus before insmod, or why they could not be read.
+    slab_bind: Result<f64>,
+}
+
+/// Boots the guest, loads `drv` (vballoon with the setup's parameters) and checks it is the
+/// one bound.
+fn start(ctx: &Ctx, host: HostKind, drv: Drv, setup: &Setup<'_>) -> Result<Started> {
     let name = format!("bench_{}_{}", host.name(), drv.sysfs_name());
+    let mem_mib = setup.shape.guest_mib();
     let (mut vm, vhost) = match host {
         HostKind::Qemu => {
             let opts = VmOpts {
-                mem_mib: GUEST_MIB,
-                append: append.into(),
+                mem_mib,
+                append: setup.append.into(),
                 ..VmOpts::default()
             };
             (Vm::boot(&name, ctx.paths, ctx.initramfs, &opts)?, None)
         }
         HostKind::VhostRanges => {
             // Same features and ring size as QEMU's virtio-balloon-pci by default: stats, 128.
-            let (vm, h) = hostile::boot_vhost(ctx, &name, GUEST_MIB, append, "stats", 128)?;
+            let (vm, h) = hostile::boot_vhost(ctx, &name, mem_mib, setup.append, "stats", 128)?;
             (vm, Some(h))
         }
     };
     let insmod = match drv {
-        Drv::Rust => format!("{} {params}", drv.insmod()),
+        Drv::Rust => format!("{} {}", drv.insmod(), setup.params),
         Drv::C => drv.insmod().to_owned(),
     };
+    let slab0 = slab_bytes(&mut vm);
     vm.sh(&insmod)?;
     // The balloon device (ID 5) is bound to the driver meant, and only that driver is loaded.
     let bound = vm.sh(
@@ -125,10 +178,19 @@ fn start(
         .ok()
         .map(|l| l.trim().to_owned())
         .filter(|l| !l.is_empty());
-    let mut t = Target::new(vm, vhost, GUEST_MIB * MIB)?;
+    let slab_bind = match (slab0, slab_bytes(&mut vm)) {
+        (Ok(before), Ok(after)) => Ok(after - before),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    let mut t = Target::new(vm, vhost, mem_mib * MIB)?;
     let b = t.ballooned()?;
     ensure!(b == 0, "balloon holds {} MiB at the start", b / MIB);
-    Ok((t, p, auto_init))
+    Ok(Started {
+        t,
+        params: p,
+        auto_init,
+        slab_bind,
+    })
 }
 
 /// One step of a boot.
@@ -157,6 +219,7 @@ pub(super) struct Run<'a> {
     pub(super) t: Target,
     pub(super) b: &'a mut Boot,
     floor: Option<&'a Floor>,
+    shape: Shape,
 }
 
 impl<'r> Run<'r> {
@@ -172,7 +235,13 @@ impl<'r> Run<'r> {
         if let Err(e) = f(self) {
             let why = format!("{e:#}");
             println!("    failed: {}", why.lines().next().unwrap_or_default());
-            self.b.fail(keys, &why);
+            let (host, scale) = (self.b.host, self.shape.scale());
+            let keys: Vec<&'static str> = keys
+                .iter()
+                .copied()
+                .filter(|k| FIGS.iter().any(|f| f.key == *k && applies(f, host, scale)))
+                .collect();
+            self.b.fail(&keys, &why);
             let empty = self.t.ballooned().is_ok_and(|b| b == 0)
                 || self.t.op("reset", 0, Until::Reached, MOVE).is_ok();
             if !empty {
@@ -184,13 +253,17 @@ impl<'r> Run<'r> {
 
     fn steps(&mut self) -> Result<()> {
         let mut steps: Vec<(&[&'static str], Step<'r>)> = Vec::new();
-        if self.b.host == HostKind::Qemu {
-            steps.push((&HP, Self::huge_pages));
-            steps.push((&HP_FRAG, Self::huge_pages_fragmented));
+        if self.shape.scale() {
+            steps.push((&MOVE_FIGS, Self::move_all));
+        } else {
+            if self.b.host == HostKind::Qemu {
+                steps.push((&HP, Self::huge_pages));
+                steps.push((&HP_FRAG, Self::huge_pages_fragmented));
+            }
+            steps.push((&ONE_GIB, Self::one_gib));
+            steps.push((&MOVE_FIGS, Self::move_all));
+            steps.push((&AFTER_HOLD, Self::after_hold));
         }
-        steps.push((&ONE_GIB, Self::one_gib));
-        steps.push((&THREE_GIB, Self::three_gib));
-        steps.push((&AFTER_HOLD, Self::after_hold));
         for (keys, f) in steps {
             if !self.step(keys, f) {
                 return Err(anyhow!(
@@ -238,7 +311,7 @@ impl<'r> Run<'r> {
         self.b.set(keys[1], after as f64);
         self.b.set(
             keys[2],
-            after as f64 / ((GUEST_MIB * MIB - 2 * GIB) / 1024) as f64,
+            after as f64 / ((self.shape.guest_mib() * MIB - 2 * GIB) / 1024) as f64,
         );
         Ok(())
     }
@@ -273,20 +346,23 @@ impl<'r> Run<'r> {
         Ok(())
     }
 
-    /// 3G: inflate 3 GiB, deflate it; throughput and CPU per GiB, net of the idle rate.
-    fn three_gib(&mut self) -> Result<()> {
+    /// The move: inflate all of the guest but 1 GiB (3 GiB of the default 4), deflate it;
+    /// throughput and CPU per GiB, net of the idle rate; the slab growth per GiB ballooned.
+    fn move_all(&mut self) -> Result<()> {
         let idle = self.t.idle_rates(Duration::from_secs(1))?;
-        let gib = 3.0;
+        let move_gib = self.shape.move_gib();
+        let gib = move_gib as f64;
+        let mut full = None;
         for (name, to, speed, guest, device) in [
             (
-                "inflate-3g",
-                3 * GIB,
+                "inflate-move",
+                move_gib * GIB,
                 INFLATE,
                 GUEST_CPU_INFLATE,
                 DEVICE_CPU_INFLATE,
             ),
             (
-                "deflate-3g",
+                "deflate-move",
                 0,
                 DEFLATE,
                 GUEST_CPU_DEFLATE,
@@ -306,11 +382,20 @@ impl<'r> Run<'r> {
             self.b.set(guest, used.vcpu.max(0.0) / gib);
             self.b.set(device, used.device().max(0.0) / gib);
             if to > 0 {
-                match self.floor {
-                    Some(f) => self.b.set(INFLATE_FLOOR, secs / f.for_host(self.b.host)),
-                    None => self.b.fail(&[INFLATE_FLOOR], "no floor was measured"),
+                // The floor is the host's time for 3 GiB: only the default run's move.
+                if !self.shape.scale() {
+                    match self.floor {
+                        Some(f) => self.b.set(INFLATE_FLOOR, secs / f.for_host(self.b.host)),
+                        None => self.b.fail(&[INFLATE_FLOOR], "no floor was measured"),
+                    }
                 }
+                full = Some(slab_bytes(&mut self.t.vm));
             }
+        }
+        match (full, slab_bytes(&mut self.t.vm)) {
+            (Some(Ok(full)), Ok(empty)) => self.b.set(SLAB_FULL, (full - empty) / 1024.0 / gib),
+            (Some(Err(e)), _) | (_, Err(e)) => self.b.fail(&[SLAB_FULL], &format!("{e:#}")),
+            (None, Ok(_)) => self.b.fail(&[SLAB_FULL], "no inflate"),
         }
         Ok(())
     }
@@ -322,8 +407,7 @@ pub fn boot_once(
     host: HostKind,
     drv: Drv,
     round: usize,
-    params: &str,
-    append: &str,
+    setup: &Setup<'_>,
     floor: Option<&Floor>,
 ) -> Boot {
     let t0 = Instant::now();
@@ -340,18 +424,23 @@ pub fn boot_once(
     };
     let keys: Vec<&'static str> = FIGS
         .iter()
-        .filter(|f| applies(f, host))
+        .filter(|f| applies(f, host, setup.shape.scale()))
         .map(|f| f.key)
         .collect();
-    match start(ctx, host, drv, params, append) {
+    match start(ctx, host, drv, setup) {
         Err(e) => b.fail(&keys, &format!("boot: {e:#}")),
-        Ok((t, p, auto_init)) => {
-            b.params = p;
-            b.auto_init = auto_init;
+        Ok(st) => {
+            b.params = st.params;
+            b.auto_init = st.auto_init;
+            match st.slab_bind {
+                Ok(v) => b.set(SLAB_BIND, v / 1024.0),
+                Err(e) => b.fail(&[SLAB_BIND], &format!("{e:#}")),
+            }
             let mut run = Run {
-                t,
+                t: st.t,
                 b: &mut b,
                 floor,
+                shape: setup.shape,
             };
             let r = run.steps();
             let Run { t, .. } = run;
