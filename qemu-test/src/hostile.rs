@@ -365,7 +365,7 @@ fn never_ack_rmmod(vm: &mut Vm, host: &Host, drv: Drv, start: u64) -> Result<Opt
     std::thread::sleep(Duration::from_millis(LIMIT_MS + 500));
     // In the background, so a driver that hangs cannot hang the suite.
     vm.sh(&format!(
-        "rm -f /tmp/rmmod.rc; ( {}; echo $? > /tmp/rmmod.rc ) >/dev/null 2>&1 &",
+        "rm -f /tmp/rmmod.rc; ( {}; echo $? > /tmp/rmmod.rc.new; mv /tmp/rmmod.rc.new /tmp/rmmod.rc ) >/dev/null 2>&1 &",
         drv.rmmod()
     ))?;
     let t = Instant::now();

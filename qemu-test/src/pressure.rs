@@ -103,7 +103,7 @@ fn page_cache(vm: &mut Vm, total0: u64) -> Result<()> {
 /// the hog lives and the shell answers; once the hog exits the balloon reaches the target.
 fn hog(vm: &mut Vm, total0: u64) -> Result<()> {
     vm.sh(
-        "rm -f /tmp/hog.held /tmp/hog.rc; ( hog 1400 20; echo $? > /tmp/hog.rc ) >/dev/null 2>&1 &",
+        "rm -f /tmp/hog.held /tmp/hog.rc; ( hog 1400 20; echo $? > /tmp/hog.rc.new; mv /tmp/hog.rc.new /tmp/hog.rc ) >/dev/null 2>&1 &",
     )?;
     let t = Instant::now();
     while vm

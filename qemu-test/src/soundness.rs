@@ -31,7 +31,7 @@ fn vmstat(vm: &mut Vm, key: &str) -> Result<u64> {
 /// exit code and how long it took, or `None` if it is still running.
 fn bounded(vm: &mut Vm, cmd: &str, bound: Duration) -> Result<Option<(i32, Duration)>> {
     vm.sh(&format!(
-        "rm -f /tmp/bounded.rc; ( {cmd}; echo $? > /tmp/bounded.rc ) >/dev/null 2>&1 &"
+        "rm -f /tmp/bounded.rc; ( {cmd}; echo $? > /tmp/bounded.rc.new; mv /tmp/bounded.rc.new /tmp/bounded.rc ) >/dev/null 2>&1 &"
     ))?;
     let t = Instant::now();
     loop {
