@@ -228,11 +228,11 @@ impl<T: Owner> BalloonList<T> {
         new: NonNull<ffi::page>,
         old: NonNull<ffi::page>,
     ) -> Result {
-        // SAFETY: `info` is the first field of a `#[repr(C)]` `BalloonList<T>` (invariant),
-        // which is the `HasField` field of a `T` (the contract of `new`). The page being
-        // migrated is isolated from the list, so the list is not empty, and the owner drains
-        // the list before any field `migrate` uses goes (the contract of `new`): the owner is
-        // whole for the call.
+        // `info` is the first field of a `#[repr(C)]` `BalloonList<T>` (invariant), which is
+        // the `HasField` field of a `T` (the contract of `new`). The page being migrated is
+        // isolated from the list, so the list is not empty, and the owner drains the list
+        // before any field `migrate` uses goes (the contract of `new`).
+        // SAFETY: by the above, `info` leads to a `T` that is whole for the call.
         let owner: &T = unsafe { owner_of(info.as_ptr().cast::<BalloonList<T>>()) };
         // SAFETY: The pages are valid for the call (function requirement).
         let (new, old) = unsafe { (PageRef::new(new), PageRef::new(old)) };
