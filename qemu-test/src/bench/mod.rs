@@ -100,17 +100,24 @@ fn utc_stamp() -> String {
     )
 }
 
-/// One progress line per boot.
-fn brief(b: &Boot, move_gib: u64) -> String {
+/// One progress line per boot: the figures its run measures (a scale run only the move).
+fn brief(b: &Boot, shape: run::Shape) -> String {
     let show = |k: &str, unit: &str| match b.figs.get(k) {
         Some(Ok(v)) => format!("{} {unit}", figures::fmt(unit, *v)),
         _ => "failed".into(),
     };
-    format!(
-        "1G reaction {}, {move_gib}G inflate {}, deflate {}, after hold {}{} ({:.0} s)",
-        show(figures::REACT_1G, "ms"),
+    let moved = format!(
+        "{}G inflate {}, deflate {}",
+        shape.move_gib(),
         show(figures::INFLATE, "GiB/s"),
-        show(figures::DEFLATE, "GiB/s"),
+        show(figures::DEFLATE, "GiB/s")
+    );
+    if shape.scale() {
+        return format!("{moved} ({:.0} s)", b.secs);
+    }
+    format!(
+        "1G reaction {}, {moved}, after hold {}{} ({:.0} s)",
+        show(figures::REACT_1G, "ms"),
         show(figures::REACT_HOLD, "ms"),
         if b.host == HostKind::Qemu {
             format!(
@@ -185,7 +192,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                     drv_name(drv)
                 );
                 let b = run::boot_once(ctx, host, drv, round, &setup, floor.as_ref().ok());
-                println!("    {}", brief(&b, cfg.shape.move_gib()));
+                println!("    {}", brief(&b, cfg.shape));
                 boots.push(b);
             }
         }
