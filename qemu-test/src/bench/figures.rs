@@ -4,6 +4,7 @@
 use super::probe::HostKind;
 use super::run::{Boot, Shape};
 use crate::scenarios::Drv;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -307,6 +308,59 @@ pub fn tables(boots: &[Boot], hosts: &[HostKind], rounds: usize, shape: Shape) -
     s
 }
 
+/// The slab caches whose growth at bind differs most between the drivers: per host, cache and
+/// driver the median over the boots that read it (a cache a boot did not list counts 0), the
+/// caches where either median is at least 2 KiB, largest |vballoon - C| first, at most `top`
+/// per host.
+pub fn slab_by_cache(boots: &[Boot], hosts: &[HostKind], top: usize) -> String {
+    let mut s = String::new();
+    s.push_str("| host | slab cache | C KiB | vballoon KiB | vballoon - C KiB |\n");
+    s.push_str("| --- | --- | ---: | ---: | ---: |\n");
+    let mut rows = 0;
+    for &h in hosts {
+        let of = |d: Drv| -> Vec<&BTreeMap<String, f64>> {
+            boots
+                .iter()
+                .filter(|b| b.host == h && b.drv == d)
+                .filter_map(|b| b.slab_bind.as_ref())
+                .collect()
+        };
+        let (c, r) = (of(Drv::C), of(Drv::Rust));
+        if c.is_empty() || r.is_empty() {
+            continue;
+        }
+        let names: BTreeSet<&String> = c.iter().chain(&r).flat_map(|m| m.keys()).collect();
+        let med = |ms: &[&BTreeMap<String, f64>], k: &String| {
+            stats(
+                ms.iter()
+                    .map(|m| m.get(k).copied().unwrap_or(0.0))
+                    .collect(),
+            )
+            .map_or(0.0, |st| st.median / 1024.0)
+        };
+        let mut v: Vec<(&String, f64, f64)> = names
+            .into_iter()
+            .map(|k| (k, med(&c, k), med(&r, k)))
+            .filter(|(_, c, r)| c.abs().max(r.abs()) >= 2.0)
+            .collect();
+        v.sort_by(|a, b| (b.2 - b.1).abs().total_cmp(&(a.2 - a.1).abs()));
+        for (k, c, r) in v.into_iter().take(top) {
+            rows += 1;
+            let _ = writeln!(
+                s,
+                "| {} | `{k}` | {c:.1} | {r:.1} | {:+.1} |",
+                h.name(),
+                r - c
+            );
+        }
+    }
+    if rows == 0 {
+        return "No boot of either driver read the slab caches, or no cache moved by 2 KiB.\n"
+            .into();
+    }
+    s
+}
+
 /// Every failed figure, grouped by boot and reason.
 pub fn failures(boots: &[Boot]) -> String {
     let mut s = String::new();
@@ -376,7 +430,9 @@ kill during the step fails the figure.
 times object size, after `drop_caches=2`), read before insmod and after the driver bound (*the \
 bind added*), and with the balloon full and empty again in the move step (*growth per GiB \
 ballooned*, over the GiB moved). Other kernel activity moves these by a few KiB either way; a \
-cost per ballooned page would show as a steady growth per GiB.
+cost per ballooned page would show as a steady growth per GiB. *Slab caches at bind* splits \
+the bind figure by cache (median per cache over the rounds, so the rows need not add up to \
+the total's median).
 - **Scale runs** (`VB_BENCH_GUEST_GIB=N`, N GiB guest): only the move (N-1 GiB, the figures \
 named `(N-1)G`) and SLAB.
 - Ratios are of the medians; *better* says which way is better for vballoon. Figures from one \
@@ -389,6 +445,68 @@ mod tests {
 
     fn fig_of(key: &str) -> &'static Fig {
         FIGS.iter().find(|f| f.key == key).expect("a figure")
+    }
+
+    fn boot(drv: Drv, caches: &[(&str, f64)]) -> Boot {
+        Boot {
+            host: HostKind::Qemu,
+            drv,
+            round: 0,
+            figs: BTreeMap::new(),
+            ops: Vec::new(),
+            params: None,
+            auto_init: None,
+            slab_bind: Some(caches.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()),
+            notes: Vec::new(),
+            secs: 0.0,
+        }
+    }
+
+    #[test]
+    fn slab_caches_parse_and_subtract() {
+        let before = super::super::run::parse_slab("kmalloc-64 6400\ndentry 100\ndentry 50\n")
+            .expect("parses");
+        assert_eq!(before.get("dentry"), Some(&150.0));
+        let after = super::super::run::parse_slab("kmalloc-64 8448\npwq 512\n").expect("parses");
+        let d = super::super::run::slab_delta(&before, &after);
+        assert_eq!(d.get("kmalloc-64"), Some(&2048.0));
+        assert_eq!(d.get("pwq"), Some(&512.0));
+        assert_eq!(d.get("dentry"), Some(&-150.0));
+        assert!(super::super::run::parse_slab("kmalloc-64\n").is_err());
+        assert!(super::super::run::parse_slab("kmalloc-64 many\n").is_err());
+        assert!(super::super::run::parse_slab("").is_err());
+    }
+
+    #[test]
+    fn slab_by_cache_lists_the_largest_differences_first() {
+        let k = 1024.0;
+        let boots = [
+            boot(Drv::C, &[("a", 10.0 * k), ("b", 1.0 * k), ("c", 30.0 * k)]),
+            boot(Drv::C, &[("a", 12.0 * k), ("c", 30.0 * k)]),
+            boot(
+                Drv::Rust,
+                &[("a", 40.0 * k), ("b", 1.0 * k), ("c", 25.0 * k)],
+            ),
+            boot(
+                Drv::Rust,
+                &[("a", 44.0 * k), ("b", 1.5 * k), ("c", 25.0 * k)],
+            ),
+        ];
+        let t = slab_by_cache(&boots, &[HostKind::Qemu], 12);
+        let rows: Vec<&str> = t.lines().skip(2).collect();
+        // b never reaches 2 KiB; a differs by +31, c by -5.
+        assert_eq!(
+            rows,
+            [
+                "| qemu | `a` | 11.0 | 42.0 | +31.0 |",
+                "| qemu | `c` | 30.0 | 25.0 | -5.0 |"
+            ]
+        );
+        assert_eq!(
+            slab_by_cache(&boots, &[HostKind::Qemu], 1).lines().count(),
+            3
+        );
+        assert!(slab_by_cache(&boots[..2], &[HostKind::Qemu], 12).starts_with("No boot"));
     }
 
     #[test]

@@ -315,6 +315,11 @@ impl Report<'_> {
             "\n{}",
             figures::tables(self.boots, self.hosts, self.rounds, self.shape)
         );
+        let _ = writeln!(
+            s,
+            "## Slab caches at bind (the 12 that differ most)\n\n{}",
+            figures::slab_by_cache(self.boots, self.hosts, 12)
+        );
         let _ = writeln!(s, "## Failures\n\n{}", figures::failures(self.boots));
         let notes: Vec<String> = self
             .boots
