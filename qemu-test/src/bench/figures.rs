@@ -463,21 +463,6 @@ mod tests {
     }
 
     #[test]
-    fn slab_caches_parse_and_subtract() {
-        let before = super::super::run::parse_slab("kmalloc-64 6400\ndentry 100\ndentry 50\n")
-            .expect("parses");
-        assert_eq!(before.get("dentry"), Some(&150.0));
-        let after = super::super::run::parse_slab("kmalloc-64 8448\npwq 512\n").expect("parses");
-        let d = super::super::run::slab_delta(&before, &after);
-        assert_eq!(d.get("kmalloc-64"), Some(&2048.0));
-        assert_eq!(d.get("pwq"), Some(&512.0));
-        assert_eq!(d.get("dentry"), Some(&-150.0));
-        assert!(super::super::run::parse_slab("kmalloc-64\n").is_err());
-        assert!(super::super::run::parse_slab("kmalloc-64 many\n").is_err());
-        assert!(super::super::run::parse_slab("").is_err());
-    }
-
-    #[test]
     fn slab_by_cache_lists_the_largest_differences_first() {
         let k = 1024.0;
         let boots = [

@@ -11,6 +11,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// How many slab caches the summary's per-cache table lists (those whose medians differ most).
+const SLAB_TOP: usize = 12;
+
 /// A module's size: the file, and text + data + bss of its sections.
 pub struct ModSize {
     pub file: u64,
@@ -317,8 +320,8 @@ impl Report<'_> {
         );
         let _ = writeln!(
             s,
-            "## Slab caches at bind (the 12 that differ most)\n\n{}",
-            figures::slab_by_cache(self.boots, self.hosts, 12)
+            "## Slab caches at bind (the {SLAB_TOP} that differ most)\n\n{}",
+            figures::slab_by_cache(self.boots, self.hosts, SLAB_TOP)
         );
         let _ = writeln!(s, "## Failures\n\n{}", figures::failures(self.boots));
         let notes: Vec<String> = self

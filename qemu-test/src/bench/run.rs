@@ -498,3 +498,22 @@ pub fn boot_once(
     b.secs = t0.elapsed().as_secs_f64();
     b
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slab_caches_parse_and_subtract() {
+        let before = parse_slab("kmalloc-64 6400\ndentry 100\ndentry 50\n").expect("parses");
+        assert_eq!(before.get("dentry"), Some(&150.0));
+        let after = parse_slab("kmalloc-64 8448\npwq 512\n").expect("parses");
+        let d = slab_delta(&before, &after);
+        assert_eq!(d.get("kmalloc-64"), Some(&2048.0));
+        assert_eq!(d.get("pwq"), Some(&512.0));
+        assert_eq!(d.get("dentry"), Some(&-150.0));
+        assert!(parse_slab("kmalloc-64\n").is_err());
+        assert!(parse_slab("kmalloc-64 many\n").is_err());
+        assert!(parse_slab("").is_err());
+    }
+}
