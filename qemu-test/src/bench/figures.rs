@@ -458,6 +458,7 @@ mod tests {
             auto_init: None,
             slab_bind: Some(caches.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()),
             notes: Vec::new(),
+            profiles: Vec::new(),
             secs: 0.0,
         }
     }

@@ -9,7 +9,8 @@
 //! Knobs: `VB_BENCH_ROUNDS` (5), `VB_BENCH_HOSTS` (`qemu,vhost-ranges`), `VB_BENCH_PARAMS`
 //! (appended to vballoon's insmod), `VB_BENCH_APPEND` (appended to the guest kernel's command
 //! line, e.g. `init_on_alloc=0`), `VB_BENCH_GUEST_GIB` (4: every figure; any other size in
-//! 2..=20 is a scale run, only the move of all but 1 GiB and the slab figures). Which kernel:
+//! 2..=20 is a scale run, only the move of all but 1 GiB and the slab figures),
+//! `VB_BENCH_PROFILE=1` (a kernel profile of the move, see `profile.rs`). Which kernel:
 //! `--kernel`/`--kdir`, named by `--flavor`.
 
 mod figures;
@@ -17,6 +18,7 @@ mod floor;
 mod hold;
 mod plot;
 mod probe;
+mod profile;
 mod report;
 mod run;
 
@@ -55,7 +57,10 @@ impl Config {
             bail!("VB_BENCH_HOSTS names no host");
         }
         let params = std::env::var("VB_BENCH_PARAMS").unwrap_or_default();
-        let append = std::env::var("VB_BENCH_APPEND").unwrap_or_default();
+        let mut append = std::env::var("VB_BENCH_APPEND").unwrap_or_default();
+        if profile::enabled() {
+            append = format!("{} {}", append.trim(), profile::cmdline());
+        }
         let guest_gib = match std::env::var("VB_BENCH_GUEST_GIB") {
             Ok(v) => v.trim().parse().context("VB_BENCH_GUEST_GIB")?,
             Err(_) => Shape::DEFAULT_GIB,

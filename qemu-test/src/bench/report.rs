@@ -323,6 +323,9 @@ impl Report<'_> {
             "## Slab caches at bind (the {SLAB_TOP} that differ most)\n\n{}",
             figures::slab_by_cache(self.boots, self.hosts, SLAB_TOP)
         );
+        if self.boots.iter().any(|b| !b.profiles.is_empty()) {
+            let _ = writeln!(s, "{}", super::profile::table(self.boots, self.hosts));
+        }
         let _ = writeln!(s, "## Failures\n\n{}", figures::failures(self.boots));
         let notes: Vec<String> = self
             .boots

@@ -6,6 +6,7 @@
 use super::figures::*;
 use super::floor::Floor;
 use super::probe::{HostKind, Op, Target, Until};
+use super::profile::{self, Profile};
 use crate::guest::{Vm, VmOpts, GIB, MIB};
 use crate::hostile;
 use crate::scenarios::{Ctx, Drv};
@@ -68,6 +69,8 @@ pub struct Boot {
     pub slab_bind: Option<BTreeMap<String, f64>>,
     /// Things worth a line in the summary (e.g. a kernel log report).
     pub notes: Vec<String>,
+    /// The move's kernel profiles (`VB_BENCH_PROFILE=1`).
+    pub profiles: Vec<Profile>,
     pub secs: f64,
 }
 
@@ -407,6 +410,14 @@ impl<'r> Run<'r> {
                 DEVICE_CPU_DEFLATE,
             ),
         ] {
+            // A kernel without the profiler fails only the profile, not the move's figures.
+            let jiffies0 = if profile::enabled() {
+                profile::reset(&mut self.t.vm)
+                    .map_err(|e| self.b.notes.push(format!("profile of {name}: {e:#}")))
+                    .ok()
+            } else {
+                None
+            };
             let c0 = self.t.cpu()?;
             let t0 = Instant::now();
             let op = self.op(name, to, Until::Reached)?;
@@ -415,6 +426,16 @@ impl<'r> Run<'r> {
                 .cpu()?
                 .minus(&c0)
                 .minus(&idle.scaled(t0.elapsed().as_secs_f64()));
+            if let Some(j0) = jiffies0 {
+                match profile::read(&mut self.t.vm, j0) {
+                    Ok((funcs, ticks)) => self.b.profiles.push(Profile {
+                        op: name,
+                        funcs,
+                        ticks,
+                    }),
+                    Err(e) => self.b.notes.push(format!("profile of {name}: {e:#}")),
+                }
+            }
             let secs = op.reached_s.unwrap_or_default();
             self.b.set(speed, gib / secs);
             self.b.set(guest, used.vcpu.max(0.0) / gib);
@@ -459,6 +480,7 @@ pub fn boot_once(
         auto_init: None,
         slab_bind: None,
         notes: Vec::new(),
+        profiles: Vec::new(),
         secs: 0.0,
     };
     let keys: Vec<&'static str> = FIGS
