@@ -449,17 +449,8 @@ mod tests {
 
     fn boot(drv: Drv, caches: &[(&str, f64)]) -> Boot {
         Boot {
-            host: HostKind::Qemu,
-            drv,
-            round: 0,
-            figs: BTreeMap::new(),
-            ops: Vec::new(),
-            params: None,
-            auto_init: None,
             slab_bind: Some(caches.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()),
-            notes: Vec::new(),
-            profiles: Vec::new(),
-            secs: 0.0,
+            ..Boot::new(HostKind::Qemu, drv, 0)
         }
     }
 

@@ -171,21 +171,12 @@ mod tests {
 
     fn boot(drv: crate::scenarios::Drv, funcs: &[(&str, u64)], ticks: u64) -> Boot {
         Boot {
-            host: HostKind::Qemu,
-            drv,
-            round: 0,
-            figs: BTreeMap::new(),
-            ops: Vec::new(),
-            params: None,
-            auto_init: None,
-            slab_bind: None,
-            notes: Vec::new(),
             profiles: vec![Profile {
                 op: "inflate-move",
                 funcs: funcs.iter().map(|(f, n)| ((*f).to_owned(), *n)).collect(),
                 ticks,
             }],
-            secs: 0.0,
+            ..Boot::new(HostKind::Qemu, drv, 0)
         }
     }
 

@@ -75,6 +75,23 @@ pub struct Boot {
 }
 
 impl Boot {
+    /// A boot with nothing measured yet.
+    pub(super) fn new(host: HostKind, drv: Drv, round: usize) -> Boot {
+        Boot {
+            host,
+            drv,
+            round,
+            figs: BTreeMap::new(),
+            ops: Vec::new(),
+            params: None,
+            auto_init: None,
+            slab_bind: None,
+            notes: Vec::new(),
+            profiles: Vec::new(),
+            secs: 0.0,
+        }
+    }
+
     pub(super) fn set(&mut self, key: &'static str, v: f64) {
         self.figs.insert(key, Ok(v));
     }
@@ -470,19 +487,7 @@ pub fn boot_once(
     floor: Option<&Floor>,
 ) -> Boot {
     let t0 = Instant::now();
-    let mut b = Boot {
-        host,
-        drv,
-        round,
-        figs: BTreeMap::new(),
-        ops: Vec::new(),
-        params: None,
-        auto_init: None,
-        slab_bind: None,
-        notes: Vec::new(),
-        profiles: Vec::new(),
-        secs: 0.0,
-    };
+    let mut b = Boot::new(host, drv, round);
     let keys: Vec<&'static str> = FIGS
         .iter()
         .filter(|f| applies(f, host, setup.shape.scale()))
