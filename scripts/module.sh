@@ -20,9 +20,12 @@ if [ -f "$kdir/vballoon-debian.env" ]; then
     . "$kdir/vballoon-debian.env"
     out=$VB_ROOT/build/module-debian-$VB_DEBIAN_RELEASE
     inner=/var/tmp/vballoon-build/$VB_DEBIAN_RELEASE
+    # That copy is shared by every checkout, so it starts empty: copied with their own times, an
+    # older checkout's sources would look older than the last build's objects and not rebuild.
+    rm -rf "${VB_CHROOT:?}$inner"
     mkdir -p "$out" "$VB_CHROOT$inner/rust"
-    cp -p "$VB_ROOT/Kbuild" "$VB_ROOT/VERSION" "$VB_CHROOT$inner/"
-    cp -rp "$VB_ROOT/rust/." "$VB_CHROOT$inner/rust/"
+    cp "$VB_ROOT/Kbuild" "$VB_ROOT/VERSION" "$VB_CHROOT$inner/"
+    cp -r "$VB_ROOT/rust/." "$VB_CHROOT$inner/rust/"
     echo "[module] building vballoon.ko against Debian's $VB_DEBIAN_RELEASE in $VB_CHROOT" >&2
     in_chroot "$VB_CHROOT" make -C "$VB_CHROOT_KDIR" M="$inner" CC="$VB_KCC" RUSTC=rustc \
         RUSTDOC=rustdoc HOSTRUSTC=rustc BINDGEN=bindgen "${extra[@]}" W=1 modules >&2
