@@ -38,10 +38,17 @@ pub fn cmdline() -> String {
 #[derive(Clone, Debug)]
 pub struct Profile {
     pub op: &'static str,
+    /// The [`TOP`] functions with the most samples.
     pub funcs: Vec<(String, u64)>,
+    /// Every sample in core kernel text, the functions past [`TOP`] included.
+    pub samples: u64,
     /// Jiffies from reset to read, times the vCPUs.
     pub ticks: u64,
 }
+
+/// The name under which the guest's resolver reports the sum of all samples (not a symbol:
+/// kallsyms names have no parentheses).
+const ALL: &str = "(all)";
 
 /// The guest's jiffies (ticks of the timekeeping CPU since boot).
 fn jiffies(vm: &mut Vm) -> Result<u64> {
@@ -60,10 +67,10 @@ pub fn reset(vm: &mut Vm) -> Result<u64> {
 }
 
 /// Copies the counters aside at once (so reading and resolving them, which takes long under
-/// TCG, adds no samples), then resolves them: samples per core-kernel function, and the ticks
-/// since [`reset`] (`jiffies0`) times the vCPUs online (what a profile of every tick on every
-/// vCPU would add up to).
-pub fn read(vm: &mut Vm, jiffies0: u64) -> Result<(Vec<(String, u64)>, u64)> {
+/// TCG, adds no samples), then resolves them: samples per core-kernel function (the [`TOP`]
+/// functions), all samples, and the ticks since [`reset`] (`jiffies0`) times the vCPUs online
+/// (what a profile of every tick on every vCPU would add up to).
+pub fn read(vm: &mut Vm, op: &'static str, jiffies0: u64) -> Result<Profile> {
     vm.sh("cat /proc/profile > /tmp/vb.profile")?;
     let ticks = jiffies(vm)?.saturating_sub(jiffies0);
     let cpus: u64 = vm.sh("nproc")?.trim().parse().context("nproc")?;
@@ -74,12 +81,30 @@ pub fn read(vm: &mut Vm, jiffies0: u64) -> Result<(Vec<(String, u64)>, u64)> {
          od -An -v -tu4 -w4 /tmp/vb.profile | awk -v b=0x$b ' \
          FNR==NR {{ if (NF==3 && ($2==\"t\" || $2==\"T\")) {{ a[n]=(\"0x\" substr($1,9,8))+0; s[n]=$3; n++ }} next }} \
          FNR==1 {{ step=$1; base=b+0; next }} \
-         $1>0 {{ x=base+(FNR-2)*step; while (j+1<n && a[j+1]<=x) j++; t[s[j]]+=$1 }} \
-         END {{ for (k in t) print t[k], k }}' /proc/kallsyms - | sort -nr | head -{TOP}"
+         $1>0 {{ x=base+(FNR-2)*step; while (j+1<n && a[j+1]<=x) j++; t[s[j]]+=$1; all+=$1 }} \
+         END {{ print all+0, \"{ALL}\"; for (k in t) print t[k], k }}' /proc/kallsyms - \
+         | sort -nr | head -{}",
+        TOP + 1
     );
     let (rc, out) = vm.sh_rc(&cmd, Duration::from_secs(300))?;
     ensure!(rc == 0, "reading /proc/profile failed with {rc}: {out}");
-    Ok((parse(&out)?, ticks.saturating_mul(cpus)))
+    let (funcs, samples) = split_all(parse(&out)?)?;
+    Ok(Profile {
+        op,
+        funcs,
+        samples,
+        ticks: ticks.saturating_mul(cpus),
+    })
+}
+
+/// Takes the [`ALL`] line out of the resolver's lines: the functions, and the sum.
+fn split_all(mut v: Vec<(String, u64)>) -> Result<(Vec<(String, u64)>, u64)> {
+    let i = v
+        .iter()
+        .position(|(f, _)| f == ALL)
+        .context("the profile has no total line")?;
+    let (_, all) = v.remove(i);
+    Ok((v, all))
 }
 
 /// Whether a function is the idle loop's halt (a vCPU with nothing to run).
@@ -102,14 +127,14 @@ pub(super) fn parse(out: &str) -> Result<Vec<(String, u64)>> {
 
 /// The summary's section: per host, driver and operation, the functions with the most
 /// samples summed over the rounds, each with its share of the operation's busy samples (all
-/// but the idle loop's).
+/// samples, the functions past [`TOP`] included, but the idle loop's).
 pub fn table(boots: &[Boot], hosts: &[HostKind]) -> String {
     let mut w = String::new();
     w.push_str(&format!(
         "## Kernel profile of the move (VB_BENCH_PROFILE=1, `profile={SHIFT}`)\n\n\
          Tick samples in core kernel text, summed over the rounds: the top {SHOW} functions of \
-         each operation by busy samples (all but the idle loop's halt), with their share of \
-         them. *Ticks* is jiffies over the operation times the vCPUs: what the samples would add \
+         each operation by busy samples (all samples but the idle loop's halt), with their \
+         share of them. *Ticks* is jiffies over the operation times the vCPUs: what the samples would add \
          up to if every tick were counted; ticks in modules (the driver's own code included) \
          and in user space are not, nor are the ticks an idle vCPU skips (tickless idle). A tick \
          that comes while interrupts are off is taken when they are turned on again, so \
@@ -117,19 +142,21 @@ pub fn table(boots: &[Boot], hosts: &[HostKind]) -> String {
     ));
     for &host in hosts {
         for drv in [crate::scenarios::Drv::C, crate::scenarios::Drv::Rust] {
-            let mut by_op: BTreeMap<&'static str, (BTreeMap<String, u64>, u64)> = BTreeMap::new();
+            let mut by_op: BTreeMap<&'static str, (BTreeMap<String, u64>, u64, u64)> =
+                BTreeMap::new();
             for b in boots.iter().filter(|b| b.host == host && b.drv == drv) {
                 for p in &b.profiles {
                     let e = by_op.entry(p.op).or_default();
                     for (f, n) in &p.funcs {
                         *e.0.entry(f.clone()).or_default() += n;
                     }
-                    e.1 += p.ticks;
+                    e.1 += p.samples;
+                    e.2 += p.ticks;
                 }
             }
-            for (op, (funcs, ticks)) in by_op {
+            for (op, (funcs, samples, ticks)) in by_op {
                 let idle_n: u64 = funcs.iter().filter(|(f, _)| idle(f)).map(|(_, n)| n).sum();
-                let busy: u64 = funcs.values().sum::<u64>() - idle_n;
+                let busy = samples.saturating_sub(idle_n);
                 w.push_str(&format!(
                     "### {} {} {op}: {busy} busy samples, {idle_n} idle, {ticks} ticks\n\n\
                      | function | samples | share of busy |\n| --- | ---: | ---: |\n",
@@ -169,11 +196,21 @@ mod tests {
         assert!(parse("x y").is_err());
     }
 
+    #[test]
+    fn total_line_is_taken_out() {
+        let (f, all) = split_all(parse("900 (all)\n600 a\n100 b\n").unwrap()).unwrap();
+        assert_eq!(all, 900);
+        assert_eq!(f, vec![("a".to_owned(), 600), ("b".to_owned(), 100)]);
+        assert!(split_all(parse("600 a\n").unwrap()).is_err());
+    }
+
     fn boot(drv: crate::scenarios::Drv, funcs: &[(&str, u64)], ticks: u64) -> Boot {
         Boot {
             profiles: vec![Profile {
                 op: "inflate-move",
                 funcs: funcs.iter().map(|(f, n)| ((*f).to_owned(), *n)).collect(),
+                // Functions past TOP: 10 samples more than those kept.
+                samples: funcs.iter().map(|(_, n)| n).sum::<u64>() + 10,
                 ticks,
             }],
             ..Boot::new(HostKind::Qemu, drv, 0)
@@ -193,17 +230,20 @@ mod tests {
             boot(Drv::C, &[("z", 4)], 2000),
         ];
         let t = table(&boots, &[HostKind::Qemu]);
-        // vballoon: a 60, b 30, c 10 of 100 busy samples; the halt is idle, not a row.
+        // vballoon: a 60, b 30, c 10 of 120 busy samples (20 in functions past TOP); the halt
+        // is idle, not a row.
         let rust = t
-            .find("vballoon inflate-move: 100 busy samples, 500 idle, 2000 ticks")
+            .find("vballoon inflate-move: 120 busy samples, 500 idle, 2000 ticks")
             .expect("vballoon section");
-        let c = t.find("C inflate-move: 4 busy samples").expect("C section");
+        let c = t
+            .find("C inflate-move: 14 busy samples")
+            .expect("C section");
         assert!(c < rust, "C first: {t}");
         let tail = &t[rust..];
         assert!(!tail.contains("| `pv_native_safe_halt`"), "{t}");
-        let a = tail.find("| `a` | 60 | 60.0 % |").expect("a");
-        let b = tail.find("| `b` | 30 | 30.0 % |").expect("b");
-        let c = tail.find("| `c` | 10 | 10.0 % |").expect("c");
+        let a = tail.find("| `a` | 60 | 50.0 % |").expect("a");
+        let b = tail.find("| `b` | 30 | 25.0 % |").expect("b");
+        let c = tail.find("| `c` | 10 | 8.3 % |").expect("c");
         assert!(a < b && b < c, "{t}");
     }
 }

@@ -444,12 +444,8 @@ impl<'r> Run<'r> {
                 .minus(&c0)
                 .minus(&idle.scaled(t0.elapsed().as_secs_f64()));
             if let Some(j0) = jiffies0 {
-                match profile::read(&mut self.t.vm, j0) {
-                    Ok((funcs, ticks)) => self.b.profiles.push(Profile {
-                        op: name,
-                        funcs,
-                        ticks,
-                    }),
+                match profile::read(&mut self.t.vm, name, j0) {
+                    Ok(p) => self.b.profiles.push(p),
                     Err(e) => self.b.notes.push(format!("profile of {name}: {e:#}")),
                 }
             }
