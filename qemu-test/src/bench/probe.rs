@@ -2,6 +2,7 @@
 //! [`POLL`] (a series of (t, ballooned bytes) per operation), and the CPU time of QEMU's vCPU
 //! threads, of its other threads and of the vhost-user host process.
 
+use super::threads;
 use crate::guest::Vm;
 use crate::hostile::Host;
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -258,6 +259,26 @@ impl Target {
                 );
             }
         }
+    }
+
+    /// The threads `VB_BENCH_THREADS=1` samples: QEMU's main loop, its vCPUs and, on the
+    /// range host, the vhost-user host's threads.
+    pub fn thread_groups(&self) -> Vec<threads::Group> {
+        let pid = self.vm.qemu_pid();
+        let mut g = vec![
+            threads::Group {
+                name: "QEMU main loop".into(),
+                threads: vec![(pid, pid)],
+            },
+            threads::Group {
+                name: "vCPU".into(),
+                threads: self.vcpus.iter().map(|&t| (pid, t)).collect(),
+            },
+        ];
+        if let Some((h, _)) = &self.vhost {
+            g.push(threads::process_group("vhost host", h.pid()));
+        }
+        g
     }
 
     /// CPU seconds so far of the vCPU threads, QEMU's other threads and the vhost host.

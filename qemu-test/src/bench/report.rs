@@ -326,6 +326,9 @@ impl Report<'_> {
         if self.boots.iter().any(|b| !b.profiles.is_empty()) {
             let _ = writeln!(s, "{}", super::profile::table(self.boots, self.hosts));
         }
+        if self.boots.iter().any(|b| !b.threads.is_empty()) {
+            let _ = writeln!(s, "{}", super::threads::table(self.boots, self.hosts));
+        }
         let _ = writeln!(s, "## Failures\n\n{}", figures::failures(self.boots));
         let notes: Vec<String> = self
             .boots

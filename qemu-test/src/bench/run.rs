@@ -7,6 +7,7 @@ use super::figures::*;
 use super::floor::Floor;
 use super::probe::{HostKind, Op, Target, Until};
 use super::profile::{self, Profile};
+use super::threads::{self, Threads};
 use crate::guest::{Vm, VmOpts, GIB, MIB};
 use crate::hostile;
 use crate::scenarios::{Ctx, Drv};
@@ -71,6 +72,8 @@ pub struct Boot {
     pub notes: Vec<String>,
     /// The move's kernel profiles (`VB_BENCH_PROFILE=1`).
     pub profiles: Vec<Profile>,
+    /// What the host's threads did during the move (`VB_BENCH_THREADS=1`).
+    pub threads: Vec<Threads>,
     pub secs: f64,
 }
 
@@ -88,6 +91,7 @@ impl Boot {
             slab_bind: None,
             notes: Vec::new(),
             profiles: Vec::new(),
+            threads: Vec::new(),
             secs: 0.0,
         }
     }
@@ -435,9 +439,14 @@ impl<'r> Run<'r> {
             } else {
                 None
             };
+            let sampler = threads::enabled().then(|| threads::start(self.t.thread_groups()));
             let c0 = self.t.cpu()?;
             let t0 = Instant::now();
-            let op = self.op(name, to, Until::Reached)?;
+            let op = self.op(name, to, Until::Reached);
+            if let Some(s) = sampler {
+                self.b.threads.push(s.stop(name));
+            }
+            let op = op?;
             let used = self
                 .t
                 .cpu()?
