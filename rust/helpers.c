@@ -233,12 +233,6 @@ struct page *vballoon_balloon_block_alloc(unsigned int order)
 	return page;
 }
 
-/* The page @n pages after @page (within one block from vballoon_balloon_block_alloc()). */
-struct page *vballoon_page_offset(struct page *page, unsigned long n)
-{
-	return pfn_to_page(page_to_pfn(page) + n);
-}
-
 /*
  * Puts @n pages (each one reference, lru unused) into the balloon with one round trip of the
  * balloon lock. Returns how many went in (all of them).

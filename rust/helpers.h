@@ -47,7 +47,6 @@ long vballoon_wait_seq_changed(struct wait_queue_head *wq, const u64 *seq, u64 s
 struct page *vballoon_dequeue_one(struct balloon_dev_info *info);
 unsigned long vballoon_node_page_state(unsigned int item);
 struct page *vballoon_balloon_block_alloc(unsigned int order);
-struct page *vballoon_page_offset(struct page *page, unsigned long n);
 unsigned long vballoon_enqueue_pages(struct balloon_dev_info *info, struct page *const *pages,
 				     unsigned long n);
 unsigned long vballoon_dequeue_pages(struct balloon_dev_info *info, struct page **out,

@@ -336,7 +336,7 @@ impl Snapshot {
     }
 
     /// One sentence saying what the balloon is doing and why, with the figures that matter.
-    pub(crate) fn explain(&self, f: &mut impl fmt::Write) -> fmt::Result {
+    pub(crate) fn explain(&self, f: &mut dyn fmt::Write) -> fmt::Result {
         let held = self.mib(self.held_pages);
         let target = self.mib(self.target_pages);
         match self.why() {
@@ -373,37 +373,39 @@ impl Snapshot {
         }
     }
 
-    /// The value of sysfs attribute `attr`, one line.
-    pub(crate) fn attribute(&self, attr: Attr, f: &mut impl fmt::Write) -> fmt::Result {
-        match attr {
-            Attr::State => writeln!(f, "{}", self.why().word()),
-            Attr::TargetMib => writeln!(f, "{}", self.mib(self.target_pages)),
-            Attr::ActualMib => writeln!(f, "{}", self.mib(self.held_pages)),
-            Attr::TargetPages => writeln!(f, "{}", self.target_pages),
-            Attr::HeldPages => writeln!(f, "{}", self.held_pages),
-            Attr::InflatedPages => writeln!(f, "{}", self.inflated_pages),
-            Attr::DeflatedPages => writeln!(f, "{}", self.deflated_pages),
-            Attr::InflateSteps => writeln!(f, "{}", self.inflate_steps),
-            Attr::DeflateSteps => writeln!(f, "{}", self.deflate_steps),
-            Attr::AllocFailures => writeln!(f, "{}", self.alloc_failures),
-            Attr::FloorEpisodes => writeln!(f, "{}", self.floor_episodes),
-            Attr::OomDeflatedPages => writeln!(f, "{}", self.oom_deflated_pages),
-            Attr::ReportedPages => writeln!(f, "{}", self.bytes_to_pages(self.reported_bytes)),
-            Attr::HintedPages => writeln!(f, "{}", self.bytes_to_pages(self.hinted_bytes)),
-            Attr::HostTimeouts => writeln!(f, "{}", self.live.host_timeouts),
-            Attr::LastError => writeln!(f, "{}", self.last_error),
-            Attr::ConfigChanges => writeln!(f, "{}", self.config_changes),
-            Attr::LastConfigChangeMs => writeln!(f, "{}", self.last_config_ms),
-            Attr::StatsRequests => writeln!(f, "{}", self.stats_requests),
-            Attr::FloorMib => writeln!(f, "{}", self.live.floor_mib),
-            Attr::BlockKib => writeln!(f, "{}", self.live.block_kib),
-            Attr::HostTimeoutMs => writeln!(f, "{}", self.live.host_timeout_ms),
-        }
+    /// The value of sysfs attribute `attr`, one line. (One `writeln!` for every number: each
+    /// formatting call is code in the module.)
+    pub(crate) fn attribute(&self, attr: Attr, f: &mut dyn fmt::Write) -> fmt::Result {
+        let n = match attr {
+            Attr::State => return writeln!(f, "{}", self.why().word()),
+            Attr::TargetMib => self.mib(self.target_pages),
+            Attr::ActualMib => self.mib(self.held_pages),
+            Attr::TargetPages => self.target_pages,
+            Attr::HeldPages => self.held_pages,
+            Attr::InflatedPages => self.inflated_pages,
+            Attr::DeflatedPages => self.deflated_pages,
+            Attr::InflateSteps => self.inflate_steps,
+            Attr::DeflateSteps => self.deflate_steps,
+            Attr::AllocFailures => self.alloc_failures,
+            Attr::FloorEpisodes => self.floor_episodes,
+            Attr::OomDeflatedPages => self.oom_deflated_pages,
+            Attr::ReportedPages => self.bytes_to_pages(self.reported_bytes),
+            Attr::HintedPages => self.bytes_to_pages(self.hinted_bytes),
+            Attr::HostTimeouts => self.live.host_timeouts,
+            Attr::LastError => return writeln!(f, "{}", self.last_error),
+            Attr::ConfigChanges => self.config_changes,
+            Attr::LastConfigChangeMs => self.last_config_ms,
+            Attr::StatsRequests => self.stats_requests,
+            Attr::FloorMib => self.live.floor_mib,
+            Attr::BlockKib => self.live.block_kib,
+            Attr::HostTimeoutMs => u64::from(self.live.host_timeout_ms),
+        };
+        writeln!(f, "{n}")
     }
 
     /// The debugfs view: the explanation, then every attribute as `name: value`, then what
     /// only this view has.
-    pub(crate) fn view(&self, f: &mut impl fmt::Write) -> fmt::Result {
+    pub(crate) fn view(&self, f: &mut dyn fmt::Write) -> fmt::Result {
         write!(f, "{}: ", self.why().word())?;
         self.explain(f)?;
         writeln!(f)?;

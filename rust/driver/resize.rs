@@ -8,7 +8,7 @@ use crate::{
     balloon::{
         block,
         counters::Phase,
-        pfn::PfnBatch,
+        pfn::{PfnBatch, PfnError},
         target::{self, Headroom, Step},
     },
     kext,
@@ -39,17 +39,18 @@ impl DeviceReadable for PfnBatch {
 }
 
 /// Encodes the PFNs of `pages`, in order, into `batch`. Returns how many were encoded (all,
-/// unless the batch is full or a PFN does not fit).
-fn encode(batch: &mut PfnBatch, pages: &[BalloonPage]) -> usize {
+/// unless the batch is full or a PFN does not fit), and whether encoding stopped at a page
+/// whose PFN does not fit in 32 bits.
+fn encode(batch: &mut PfnBatch, pages: &[BalloonPage]) -> (usize, bool) {
     batch.clear();
     let mut got = 0usize;
     for page in pages {
-        if batch.push_page(page.pfn()).is_err() {
-            break;
+        match batch.push_page(page.pfn()) {
+            Ok(()) => got = got.saturating_add(1),
+            Err(e) => return (got, e == PfnError::TooHigh),
         }
-        got = got.saturating_add(1);
     }
-    got
+    (got, false)
 }
 
 /// Pages held in per-buffer vectors.
@@ -282,31 +283,26 @@ impl VBalloon {
             ..
         } = st;
         let q = queues.as_ref().ok_or(ENODEV)?;
-        // Pages whose PFN does not fit in 32 bits cannot be ballooned: free them.
-        let before = count(incoming);
-        for buf in incoming.iter_mut() {
-            kext::retain(buf, |p| self.geometry.first_pfn(p.pfn()).is_ok());
-        }
-        let high = before.saturating_sub(count(incoming));
-        if high > 0 {
-            if *high_pages == 0 {
-                dev_warn!(
-                    self.dev.as_dev(),
-                    "pages above 16 TiB cannot be ballooned (32-bit PFNs); they are left to the guest\n"
-                );
-            }
-            *high_pages = high_pages.saturating_add(high as u64);
-        }
+        let mut high = 0usize;
         let mut went_in = 0usize;
         let t = q.inflate.stream(batches, &self.acked, |ev| match ev {
             Stream::Fill(i, batch) => {
                 let Some(pages) = incoming.get_mut(i) else {
                     return false;
                 };
+                let (mut told, too_high) = encode(batch, pages);
+                if too_high {
+                    // Pages whose PFN does not fit in 32 bits cannot be ballooned: free them
+                    // and encode the rest (a second pass only for a vector that has one, so
+                    // the common case looks at each page once).
+                    let before = pages.len();
+                    kext::retain(pages, |p| self.geometry.first_pfn(p.pfn()).is_ok());
+                    high = high.saturating_add(before.saturating_sub(pages.len()));
+                    told = encode(batch, pages).0;
+                }
                 // Only pages the host is told about may join the balloon: one that did not fit
                 // in the buffer (the vectors are filled to fit, so none should) goes back to
                 // the allocator here.
-                let told = encode(batch, pages);
                 pages.truncate(told);
                 told > 0
             }
@@ -336,6 +332,15 @@ impl VBalloon {
             *held = held.saturating_add(n as u64);
         }
         incoming.iter_mut().for_each(|b| b.clear());
+        if high > 0 {
+            if *high_pages == 0 {
+                dev_warn!(
+                    self.dev.as_dev(),
+                    "pages above 16 TiB cannot be ballooned (32-bit PFNs); they are left to the guest\n"
+                );
+            }
+            *high_pages = high_pages.saturating_add(high as u64);
+        }
         self.write_actual(*held);
         if went_in > 0 {
             self.counters.inflated(went_in as u64);
@@ -368,7 +373,7 @@ impl VBalloon {
                 // guest gets its contiguous memory back too.
                 taken =
                     taken.saturating_add(self.list.dequeue_into(pages, n.saturating_sub(taken)));
-                let got = encode(batch, pages);
+                let (got, _) = encode(batch, pages);
                 // Only encodable pages went in, so all encode; any other stays in the balloon.
                 while pages.len() > got {
                     let Some(page) = pages.pop() else { break };

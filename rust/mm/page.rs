@@ -124,11 +124,13 @@ impl Iterator for SplitBlock {
         if self.next >= self.n {
             return None;
         }
-        // SAFETY: `next < n`, so the page is within the block.
-        let page = unsafe { ffi::vballoon_page_offset(self.head.as_ptr(), self.next) };
+        // SAFETY: `next < n`, so the page is within the block, and a block's `struct page`s
+        // are one array: a buddy block never crosses a memory section (the kernel walks a
+        // split block as `page + i` too). So the offset stays inside that array.
+        let page = unsafe { self.head.add(self.next) };
         self.next = self.next.saturating_add(1);
-        // A page of a valid block is never null; its reference moves to the handle.
-        NonNull::new(page).map(|page| BalloonPage { page })
+        // Its reference moves to the handle.
+        Some(BalloonPage { page })
     }
 }
 
