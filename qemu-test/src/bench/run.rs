@@ -291,6 +291,16 @@ impl<'r> Run<'r> {
         Ok(op)
     }
 
+    /// [`Run::op`] until reached, with the host's threads sampled if `VB_BENCH_THREADS=1`.
+    fn sampled_op(&mut self, name: &'static str, to: u64) -> Result<Op> {
+        let sampler = threads::enabled().then(|| threads::start(self.t.thread_groups()));
+        let op = self.op(name, to, Until::Reached);
+        if let Some(s) = sampler {
+            self.b.threads.push(s.stop(name));
+        }
+        op
+    }
+
     /// Runs one step; on failure fails its figures and empties the balloon. Returns false
     /// when the balloon cannot be emptied (the boot cannot go on).
     fn step(&mut self, keys: &[&'static str], f: Step<'r>) -> bool {
@@ -401,7 +411,7 @@ impl<'r> Run<'r> {
 
     /// 1G: from an empty balloon to 1 GiB.
     fn one_gib(&mut self) -> Result<()> {
-        let op = self.op("inflate-1g", GIB, Until::Reached)?;
+        let op = self.sampled_op("inflate-1g", GIB)?;
         self.b.set(REACT_1G, op.first_move_ms.unwrap_or_default());
         self.b.set(TO_1G, op.reached_s.unwrap_or_default());
         self.op("deflate-1g", 0, Until::Reached)?;
@@ -439,14 +449,9 @@ impl<'r> Run<'r> {
             } else {
                 None
             };
-            let sampler = threads::enabled().then(|| threads::start(self.t.thread_groups()));
             let c0 = self.t.cpu()?;
             let t0 = Instant::now();
-            let op = self.op(name, to, Until::Reached);
-            if let Some(s) = sampler {
-                self.b.threads.push(s.stop(name));
-            }
-            let op = op?;
+            let op = self.sampled_op(name, to)?;
             let used = self
                 .t
                 .cpu()?

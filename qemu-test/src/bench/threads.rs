@@ -1,7 +1,7 @@
-//! `VB_BENCH_THREADS=1`: what the host's threads do during the move. A sampler thread reads
-//! each thread's state (`/proc/PID/task/TID/stat`) and, when it is not running, the system
-//! call it sleeps in (`.../syscall`) every [`EVERY`], from the moment the target is set until
-//! the balloon reaches it, and counts each sample as one of [`State`].
+//! `VB_BENCH_THREADS=1`: what the host's threads do during the 1 GiB inflate and the move. A
+//! sampler thread reads each thread's state (`/proc/PID/task/TID/stat`) and, when it is not
+//! running, the system call it sleeps in (`.../syscall`) every [`EVERY`], from the moment the
+//! target is set until the balloon reaches it, and counts each sample as one of [`State`].
 //!
 //! That tells the guest's side from the device's: under TCG a vCPU thread is the guest, and
 //! QEMU's main loop runs QEMU's own balloon device (the range host's device work is in the
@@ -218,7 +218,7 @@ fn rows(counts: Vec<(String, Vec<[u64; 5]>)>) -> Vec<(String, [u64; 5])> {
 /// in each state, summed over the rounds.
 pub fn table(boots: &[Boot], hosts: &[HostKind]) -> String {
     let mut w = format!(
-        "## The host's threads during the move (VB_BENCH_THREADS=1)\n\n\
+        "## The host's threads during the 1 GiB inflate and the move (VB_BENCH_THREADS=1)\n\n\
          Each row's samples (one every {} ms from setting the target to reaching it, summed \
          over the rounds) by what the thread was doing. Under TCG a vCPU thread is the guest \
          and QEMU's main loop runs QEMU's balloon device (the range host's is the vhost host \
