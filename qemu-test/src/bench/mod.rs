@@ -11,9 +11,8 @@
 //! line, e.g. `init_on_alloc=0`), `VB_BENCH_GUEST_GIB` (4: every figure; any other size in
 //! 2..=20 is a scale run, only the move of all but 1 GiB and the slab figures),
 //! `VB_BENCH_PROFILE=1` (a kernel profile of the move, see `profile.rs`), `VB_BENCH_THREADS=1`
-//! (what the host's threads do during the 1 GiB inflate and the
-//! move, see `threads.rs`). Which kernel:
-//! `--kernel`/`--kdir`, named by `--flavor`.
+//! (what the host's threads do during the 1 GiB inflate and the move, see `threads.rs`).
+//! Which kernel: `--kernel`/`--kdir`, named by `--flavor`.
 
 mod figures;
 mod floor;

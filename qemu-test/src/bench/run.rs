@@ -72,7 +72,7 @@ pub struct Boot {
     pub notes: Vec<String>,
     /// The move's kernel profiles (`VB_BENCH_PROFILE=1`).
     pub profiles: Vec<Profile>,
-    /// What the host's threads did during the move (`VB_BENCH_THREADS=1`).
+    /// What the host's threads did during the 1 GiB inflate and the move (`VB_BENCH_THREADS=1`).
     pub threads: Vec<Threads>,
     pub secs: f64,
 }
