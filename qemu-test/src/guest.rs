@@ -314,12 +314,30 @@ fn install_modules(paths: &Paths, root: &Path) -> Result<()> {
 /// A guest program that takes memory: `hog MIB [SECS]` maps MIB MiB of anonymous memory,
 /// writes a non-zero byte to every page (so the host cannot treat it as zero pages), creates
 /// `/tmp/hog.held`, holds it all SECS seconds (default 0), then frees it and exits 0. Killed by
-/// the OOM killer, it exits non-zero.
+/// the OOM killer, it exits non-zero. `hog MIB SECS K` gives every other K KiB back right after
+/// touching; `hog MIB SECS K later` only when it gets SIGUSR1 while holding (so the holes are
+/// made after whatever the caller allocates meanwhile, which would otherwise fill them).
 const HOG_C: &str = r#"
 #include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
+static volatile sig_atomic_t punch;
+static void on_usr1(int sig)
+{
+	(void)sig;
+	punch = 1;
+}
+/* Unmaps every other `gap` bytes of each chunk: 0, or 3 if the kernel refused. */
+static int holes(char **chunks, long mib, long gap)
+{
+	for (long c = 0; c < mib; c++)
+		for (long i = gap; i < (1 << 20); i += 2 * gap)
+			if (munmap(chunks[c] + i, gap))
+				return 3;
+	return 0;
+}
 /* 1 MiB at a time, so no single mapping is refused by the overcommit heuristic. */
 int main(int argc, char **argv)
 {
@@ -329,6 +347,12 @@ int main(int argc, char **argv)
 	 * (munmap: the guest kernel has no madvise), so part of the guest's free memory is small
 	 * pieces scattered through memory that is still in use (a fragmented guest). */
 	long gap = argc > 3 ? atol(argv[3]) * 1024 : 0;
+	int later = argc > 4;
+	if (gap < 4096 || gap > (1 << 19) || (1 << 20) % (2 * gap))
+		gap = 0;
+	/* Before touching: the caller signals once it sees /tmp/hog.held. */
+	if (later)
+		signal(SIGUSR1, on_usr1);
 	char **chunks = calloc(mib > 0 ? mib : 1, sizeof(*chunks));
 	if (!chunks)
 		return 2;
@@ -339,15 +363,21 @@ int main(int argc, char **argv)
 		for (long i = 0; i < (1 << 20); i += 4096)
 			chunks[c][i] = 0x5a;
 	}
-	if (gap >= 4096 && gap <= (1 << 19) && !((1 << 20) % (2 * gap)))
-		for (long c = 0; c < mib; c++)
-			for (long i = gap; i < (1 << 20); i += 2 * gap)
-				if (munmap(chunks[c] + i, gap))
-					return 3;
+	if (gap && !later && holes(chunks, mib, gap))
+		return 3;
 	if (secs > 0) {
+		unsigned int left = secs;
 		close(open("/tmp/hog.held", O_CREAT | O_WRONLY, 0644));
-		sleep(secs);
+		while (left) {
+			left = sleep(left);
+			if (later && punch) {
+				later = 0;
+				if (gap && holes(chunks, mib, gap))
+					return 3;
+			}
+		}
 	}
+	/* munmap of a range with holes in it is fine: they are simply not mapped. */
 	for (long c = 0; c < mib; c++)
 		munmap(chunks[c], 1 << 20);
 	return 0;

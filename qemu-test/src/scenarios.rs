@@ -3,7 +3,7 @@
 use crate::guest::{Paths, Vm, VmOpts, GIB, MIB};
 use anyhow::{bail, ensure, Context, Result};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Which driver a scenario loads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -385,27 +385,73 @@ pub fn compaction_migrates(ctx: &Ctx) -> Result<()> {
     let zones0 = managed_by_zone(&mut vm)?;
     ensure!(!zones0.is_empty(), "no managed counts in /proc/zoneinfo");
     load(&mut vm, Drv::Rust)?;
-    // Interleave balloon pages with file pages (8 rounds of 80 MiB of file, then 128 MiB more
-    // balloon), then free the files: compaction then has balloon pages below free holes
-    // wherever the allocator put them. (One file, then the whole balloon, left that to
-    // chance: with the file below the balloon there is nothing to move.)
+    // Compaction only moves a page into a free page of a pageblock that is partly in use (a
+    // wholly free pageblock is no target for it), and only from below such a block. So
+    // interleave the balloon with 8 hogs of 64 MiB, 128 MiB more balloon after each, and only
+    // then have every hog give back every other 4 KiB (made earlier, the holes would just be
+    // filled by the next allocations): 256 MiB of targets spread through the guest, with
+    // balloon pages below most of them. (Freed files left whole free pageblocks: whether
+    // compaction found a target then depended on stray pages, and some runs moved nothing.)
+    let mut hogs = Vec::new();
     for round in 1..=8u64 {
-        vm.sh(&format!(
-            "dd if=/dev/zero of=/tmp/fill{round} bs=1M count=80 2>/dev/null"
-        ))?;
+        hogs.push(vm.hog_held(64, "4 later")?);
         vm.balloon(2 * GIB - round * 128 * MIB)?;
         vm.wait_actual(2 * GIB - round * 128 * MIB, MOVE_TIMEOUT)?;
     }
-    vm.sh("rm /tmp/fill*")?;
-    let before = vmstat(&mut vm, "balloon_migrate")?;
+    let pids = hogs
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(" ");
+    vm.sh(&format!("kill -USR1 {pids}"))?;
+    // Each hog unmaps half its 64 MiB: wait until every one is down to about 32 MiB resident.
+    let rss = format!("for p in {pids}; do awk '/^VmRSS:/{{print $2}}' /proc/$p/status; done");
+    let t = Instant::now();
+    loop {
+        let out = vm.sh(&rss)?;
+        let kb: Vec<u64> = out
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        ensure!(
+            kb.len() == hogs.len(),
+            "a hog died before compaction: VmRSS {kb:?} kB"
+        );
+        if kb.iter().all(|&k| k < 40 * 1024) {
+            break;
+        }
+        ensure!(
+            t.elapsed() < Duration::from_secs(60),
+            "the hogs did not unmap their holes in 60 s: VmRSS {kb:?} kB"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    const COMPACT: [&str; 4] = [
+        "balloon_migrate",
+        "compact_migrate_scanned",
+        "compact_free_scanned",
+        "compact_isolated",
+    ];
+    let mut before = Vec::new();
+    for key in COMPACT {
+        before.push(vmstat(&mut vm, key)?);
+    }
     for _ in 0..3 {
         vm.sh("echo 1 > /proc/sys/vm/compact_memory")?;
     }
-    let migrated = vmstat(&mut vm, "balloon_migrate")? - before;
-    println!("    compaction moved {migrated} balloon pages");
+    let mut delta = Vec::new();
+    for (key, b) in COMPACT.iter().zip(&before) {
+        delta.push(format!("{key} +{}", vmstat(&mut vm, key)? - b));
+    }
+    let migrated = vmstat(&mut vm, "balloon_migrate")? - before[0];
+    println!(
+        "    compaction moved {migrated} balloon pages ({})",
+        delta.join(", ")
+    );
     ensure!(
         migrated > 0,
-        "compaction moved no balloon page (balloon_migrate unchanged)"
+        "compaction moved no balloon page ({})",
+        delta.join(", ")
     );
     ensure!(
         vm.actual()? == GIB,
@@ -429,7 +475,8 @@ pub fn compaction_migrates(ctx: &Ctx) -> Result<()> {
     vm.wait_actual(GIB, MOVE_TIMEOUT)?;
     vm.sh("(while :; do echo 1 > /proc/sys/vm/compact_memory; done) >/dev/null 2>&1 & echo $! > /tmp/compactor")?;
     let (rc, out) = vm.sh_rc("rmmod vballoon", Duration::from_secs(120))?;
-    vm.sh("kill $(cat /tmp/compactor); wait 2>/dev/null; true")?;
+    // Only the compactor: a bare `wait` would wait for the hogs too.
+    vm.sh("c=$(cat /tmp/compactor); kill $c; wait $c 2>/dev/null; true")?;
     ensure!(rc == 0, "rmmod during compaction failed: {out}");
     ensure!(
         vm.mem_total()? == total0,
@@ -440,6 +487,7 @@ pub fn compaction_migrates(ctx: &Ctx) -> Result<()> {
         zones0 == zones2,
         "managed pages per zone after rmmod during compaction: {zones0:?} -> {zones2:?}"
     );
+    vm.sh(&format!("kill {pids}; wait {pids} 2>/dev/null; true"))?;
     let log = vm.dmesg()?;
     ensure!(
         !log.contains("left in the balloon"),
