@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub const MIB: u64 = 1 << 20;
@@ -553,9 +554,91 @@ fn connect_retry(path: &Path, child: &mut Child) -> Result<UnixStream> {
     }
 }
 
+/// How long a guest kernel may print nothing, before it has started init, until the harness
+/// calls its boot stalled. Under TCG on a loaded two-core host, a guest has now and then
+/// stopped for good early in boot (after "ACPI: PCI: Interrupt link LNKC configured", after
+/// "vgaarb: loaded", in microvm), minutes before any module or init could run; a healthy boot
+/// here never goes quiet for more than a few seconds before init.
+const BOOT_STALL: Duration = Duration::from_secs(60);
+
+/// Boots that stalled before init (see [`BOOT_STALL`]) and were tried again.
+static BOOT_RETRIES: AtomicUsize = AtomicUsize::new(0);
+
+/// How many boots stalled before init and were retried in this run.
+pub fn boot_retries() -> usize {
+    BOOT_RETRIES.load(Ordering::Relaxed)
+}
+
+/// Watches the console of a booting guest for a kernel that stops before init.
+struct EarlyStall {
+    after: Duration,
+    len: u64,
+    since: Instant,
+}
+
+impl EarlyStall {
+    fn new(after: Duration) -> Self {
+        Self {
+            after,
+            len: 0,
+            since: Instant::now(),
+        }
+    }
+
+    /// Why the boot is stalled, or `None` while the console grows, once init has run (from
+    /// then on a module, ours among them, may be what hangs: that is a failure, not a retry),
+    /// or before `after` of silence.
+    fn check(&mut self, console: &Path) -> Option<String> {
+        let len = std::fs::metadata(console).map(|m| m.len()).unwrap_or(0);
+        if len != self.len {
+            self.len = len;
+            self.since = Instant::now();
+            return None;
+        }
+        if self.since.elapsed() < self.after {
+            return None;
+        }
+        let log = std::fs::read_to_string(console).unwrap_or_default();
+        if log.contains(" as init process") {
+            return None;
+        }
+        let last = log.lines().last().unwrap_or("(no console output)");
+        Some(format!(
+            "the kernel printed nothing for {} s and had not started init; last console line: {last}",
+            self.after.as_secs()
+        ))
+    }
+}
+
+/// How one boot attempt ended.
+enum Booted {
+    Ready(Vm),
+    /// The kernel stalled before init (see [`EarlyStall`]), and why.
+    Stalled(String),
+}
+
 impl Vm {
-    /// Boots a guest and waits for its shell.
+    /// Boots a guest and waits for its shell. A boot whose kernel stalls before init (no
+    /// driver module can have run yet) is tried once more, and says so; a second stall fails.
     pub fn boot(name: &str, paths: &Paths, initramfs: &Path, opts: &VmOpts) -> Result<Vm> {
+        let why = match Self::boot_once(name, paths, initramfs, opts)? {
+            Booted::Ready(vm) => return Ok(vm),
+            Booted::Stalled(why) => why,
+        };
+        BOOT_RETRIES.fetch_add(1, Ordering::Relaxed);
+        println!("    BOOT RETRY {name}: {why}");
+        let stalled = paths.work.join(format!("{name}.stalled-console.log"));
+        let _ = std::fs::copy(paths.work.join(name).join("console.log"), &stalled);
+        match Self::boot_once(name, paths, initramfs, opts)? {
+            Booted::Ready(vm) => Ok(vm),
+            Booted::Stalled(again) => bail!(
+                "guest did not boot, twice: first {why}; then {again}; console tail:\n{}",
+                tail_of(&paths.work.join(name).join("console.log"), 30)
+            ),
+        }
+    }
+
+    fn boot_once(name: &str, paths: &Paths, initramfs: &Path, opts: &VmOpts) -> Result<Booted> {
         let dir = paths.work.join(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
@@ -659,9 +742,40 @@ impl Vm {
         if let Some(d) = &opts.late_device {
             vm.add_late_device(d)?;
         }
-        vm.wait_line("VB_READY", Duration::from_secs(180))
+        let mut stall = EarlyStall::new(BOOT_STALL);
+        let waited = vm
+            .shell
+            .wait_line_or("VB_READY", Duration::from_secs(180), &mut |c| {
+                stall.check(c)
+            })
             .context("guest did not boot")?;
-        Ok(vm)
+        match waited {
+            Waited::Line(_) => Ok(Booted::Ready(vm)),
+            Waited::GaveUp(why) => {
+                let cpus = vm.cpu_states();
+                Ok(Booted::Stalled(format!("{why}; vCPUs: {cpus}")))
+            }
+        }
+    }
+
+    /// Where each vCPU is (HMP `info registers -a`: RIP and HLT), for a stalled guest's report.
+    fn cpu_states(&mut self) -> String {
+        let out = self.qmp.execute(&qmp::human_monitor_command {
+            command_line: "info registers -a".into(),
+            cpu_index: None,
+        });
+        let Ok(out) = out else {
+            return "(info registers failed)".into();
+        };
+        out.lines()
+            .filter(|l| l.starts_with("RIP="))
+            .map(|l| {
+                let rip = l.split_whitespace().next().unwrap_or("");
+                let hlt = l.split_whitespace().find(|w| w.starts_with("HLT="));
+                format!("{rip} {}", hlt.unwrap_or(""))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     fn add_late_device(&mut self, d: &LateDevice) -> Result<()> {
@@ -1030,6 +1144,20 @@ impl Shell {
     }
 
     pub fn wait_line(&mut self, want: &str, timeout: Duration) -> Result<Vec<String>> {
+        match self.wait_line_or(want, timeout, &mut |_| None)? {
+            Waited::Line(lines) => Ok(lines),
+            Waited::GaveUp(why) => bail!("{why}"),
+        }
+    }
+
+    /// [`Self::wait_line`], which also asks `give_up` (with the console's path) about twice a
+    /// second whether to stop waiting, and why.
+    fn wait_line_or(
+        &mut self,
+        want: &str,
+        timeout: Duration,
+        give_up: &mut dyn FnMut(&Path) -> Option<String>,
+    ) -> Result<Waited> {
         let start = Instant::now();
         let mut lines = Vec::new();
         self.cmd
@@ -1043,6 +1171,9 @@ impl Shell {
                     timeout,
                     self.console_tail(30)
                 );
+            }
+            if let Some(why) = give_up(&self.console) {
+                return Ok(Waited::GaveUp(why));
             }
             match self.cmd.read_until(b'\n', &mut buf) {
                 Ok(0) => {
@@ -1064,7 +1195,7 @@ impl Shell {
                     buf.clear();
                     if line.starts_with(want) {
                         lines.push(line);
-                        return Ok(lines);
+                        return Ok(Waited::Line(lines));
                     }
                     lines.push(line);
                 }
@@ -1240,10 +1371,23 @@ impl Shell {
     }
 
     pub fn console_tail(&self, n: usize) -> String {
-        let s = std::fs::read_to_string(&self.console).unwrap_or_default();
-        let lines: Vec<&str> = s.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+        tail_of(&self.console, n)
     }
+}
+
+/// The last `n` lines of the file `path` (empty if it cannot be read).
+fn tail_of(path: &Path, n: usize) -> String {
+    let s = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// How [`Shell::wait_line_or`] ended.
+enum Waited {
+    /// The lines read, the wanted one last.
+    Line(Vec<String>),
+    /// `give_up` said to stop, and why.
+    GaveUp(String),
 }
 
 impl Drop for Vm {
@@ -1257,7 +1401,7 @@ impl Drop for Vm {
 
 #[cfg(test)]
 mod tests {
-    use super::{Shell, INIT};
+    use super::{EarlyStall, Shell, INIT};
     use std::io::{Read, Write};
     use std::process::{Command, Stdio};
     use std::time::Duration;
@@ -1310,6 +1454,46 @@ mod tests {
             ],
         );
         assert_eq!(out, "abc  def\n__VB_END__ 0\n5\n__VB_END__ 0\n");
+    }
+
+    /// A console that stops growing before init is a stall once `after` has passed, with its
+    /// last line; one that grows, or has reached init, is not.
+    #[test]
+    fn early_stall_only_before_init() {
+        let dir = std::env::temp_dir().join(format!("vb-stall-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let console = dir.join("console.log");
+        let after = Duration::from_millis(200);
+        std::fs::write(
+            &console,
+            "[    1.3] ACPI: PCI: Interrupt link LNKC configured\n",
+        )
+        .unwrap();
+        let mut s = EarlyStall::new(after);
+        assert_eq!(s.check(&console), None, "the first look sees it grow");
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(s.check(&console), None, "not yet quiet for long");
+        std::thread::sleep(Duration::from_millis(150));
+        let why = s
+            .check(&console)
+            .expect("quiet for longer than after, before init");
+        assert!(why.ends_with("LNKC configured"), "{why}");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&console)
+            .unwrap();
+        writeln!(f, "[    2.0] more").unwrap();
+        assert_eq!(s.check(&console), None, "it grew again");
+        writeln!(f, "[    3.0] Run /init as init process").unwrap();
+        let mut s = EarlyStall::new(after);
+        assert_eq!(s.check(&console), None);
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(
+            s.check(&console),
+            None,
+            "init ran: a hang from here is not retried"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A line that lost bytes is reported and not run, and the shell goes on.

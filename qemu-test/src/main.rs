@@ -187,6 +187,12 @@ fn main() {
             }
         }
     }
+    let retries = guest::boot_retries();
+    if retries > 0 {
+        println!(
+            "boot retries: {retries} (a guest kernel stalled before init; see the BOOT RETRY lines)"
+        );
+    }
     println!("boot tests: {passed} passed, {failed} failed, {skipped} skipped");
     std::process::exit(if failed == 0 { 0 } else { 1 });
 }
