@@ -115,7 +115,7 @@ const HP_FRAG: [&str; 3] = [FRAG_BEFORE, FRAG_AFTER, FRAG_KEPT];
 /// in use, as after long uptime.
 const FRAG_MIB: u64 = 2048;
 const FRAG_GAP_KIB: u64 = 64;
-const ONE_GIB: [&str; 2] = [REACT_1G, TO_1G];
+const ONE_GIB: [&str; 4] = [REACT_1G, TO_1G, GUEST_CPU_1G, DEVICE_CPU_1G];
 const MOVE_FIGS: [&str; 8] = [
     INFLATE,
     DEFLATE,
@@ -411,9 +411,19 @@ impl<'r> Run<'r> {
 
     /// 1G: from an empty balloon to 1 GiB.
     fn one_gib(&mut self) -> Result<()> {
+        let idle = self.t.idle_rates(Duration::from_secs(1))?;
+        let c0 = self.t.cpu()?;
+        let t0 = Instant::now();
         let op = self.sampled_op("inflate-1g", GIB)?;
+        let used = self
+            .t
+            .cpu()?
+            .minus(&c0)
+            .minus(&idle.scaled(t0.elapsed().as_secs_f64()));
         self.b.set(REACT_1G, op.first_move_ms.unwrap_or_default());
         self.b.set(TO_1G, op.reached_s.unwrap_or_default());
+        self.b.set(GUEST_CPU_1G, used.vcpu.max(0.0));
+        self.b.set(DEVICE_CPU_1G, used.device().max(0.0));
         self.op("deflate-1g", 0, Until::Reached)?;
         Ok(())
     }
