@@ -764,18 +764,10 @@ impl Vm {
             command_line: "info registers -a".into(),
             cpu_index: None,
         });
-        let Ok(out) = out else {
-            return "(info registers failed)".into();
-        };
-        out.lines()
-            .filter(|l| l.starts_with("RIP="))
-            .map(|l| {
-                let rip = l.split_whitespace().next().unwrap_or("");
-                let hlt = l.split_whitespace().find(|w| w.starts_with("HLT="));
-                format!("{rip} {}", hlt.unwrap_or(""))
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
+        match out {
+            Ok(out) => cpu_summary(&out),
+            Err(_) => "(info registers failed)".into(),
+        }
     }
 
     fn add_late_device(&mut self, d: &LateDevice) -> Result<()> {
@@ -1382,6 +1374,20 @@ fn tail_of(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// Each vCPU's instruction pointer and halt state from HMP `info registers -a` output: `RIP=`
+/// in long mode, `EIP=` before it.
+fn cpu_summary(out: &str) -> String {
+    out.lines()
+        .filter(|l| l.starts_with("RIP=") || l.starts_with("EIP="))
+        .map(|l| {
+            let ip = l.split_whitespace().next().unwrap_or("");
+            let hlt = l.split_whitespace().find(|w| w.starts_with("HLT="));
+            format!("{ip} {}", hlt.unwrap_or(""))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// How [`Shell::wait_line_or`] ended.
 enum Waited {
     /// The lines read, the wanted one last.
@@ -1401,7 +1407,7 @@ impl Drop for Vm {
 
 #[cfg(test)]
 mod tests {
-    use super::{EarlyStall, Shell, INIT};
+    use super::{cpu_summary, EarlyStall, Shell, INIT};
     use std::io::{Read, Write};
     use std::process::{Command, Stdio};
     use std::time::Duration;
@@ -1463,7 +1469,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("vb-stall-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let console = dir.join("console.log");
-        let after = Duration::from_millis(200);
+        let after = Duration::from_secs(1);
         std::fs::write(
             &console,
             "[    1.3] ACPI: PCI: Interrupt link LNKC configured\n",
@@ -1471,9 +1477,8 @@ mod tests {
         .unwrap();
         let mut s = EarlyStall::new(after);
         assert_eq!(s.check(&console), None, "the first look sees it grow");
-        std::thread::sleep(Duration::from_millis(100));
         assert_eq!(s.check(&console), None, "not yet quiet for long");
-        std::thread::sleep(Duration::from_millis(150));
+        std::thread::sleep(after + Duration::from_millis(100));
         let why = s
             .check(&console)
             .expect("quiet for longer than after, before init");
@@ -1487,13 +1492,25 @@ mod tests {
         writeln!(f, "[    3.0] Run /init as init process").unwrap();
         let mut s = EarlyStall::new(after);
         assert_eq!(s.check(&console), None);
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(after + Duration::from_millis(100));
         assert_eq!(
             s.check(&console),
             None,
             "init ran: a hang from here is not retried"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The stalled guest's report names every vCPU, in long mode and before it.
+    #[test]
+    fn cpu_summary_reads_info_registers() {
+        let out = "CPU#0\r\nRAX=0000000000000000 RBX=0000000000000000\r\n\
+RIP=ffffffff81e3c5a4 RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=1\r\n\
+CPU#1\r\nEIP=0000fff0 EFL=00000002 [-------] CPL=0 II=0 A20=1 SMM=0 HLT=0\r\n";
+        assert_eq!(
+            cpu_summary(out),
+            "RIP=ffffffff81e3c5a4 HLT=1, EIP=0000fff0 HLT=0"
+        );
     }
 
     /// A line that lost bytes is reported and not run, and the shell goes on.
